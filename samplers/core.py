@@ -1,0 +1,89 @@
+"""The one shape: ``Sampler(init, step, num_steps)`` and ``sample`` built on ``lax.scan``.
+
+Every ODE/SDE solver, MCMC kernel and SMC sampler of the library is a ``Sampler``:
+
+* ``init(x, key=None, model_fn=None) -> State`` builds a fixed-shape pytree state.
+  Deterministic solvers ignore ``key`` and ``model_fn``; MCMC kernels use
+  ``model_fn`` to evaluate the initial log-density and gradient.
+* ``step(state, key, model_fn) -> State`` is pure, jit-able and vmap-able; it
+  reads its precomputed coefficients by ``state.i``.
+* ``num_steps`` is static; ``nfe`` is the exact number of model calls of a full
+  run (an upper bound for adaptive solvers, whose state counts the real number).
+
+Every state carries ``x`` (the current sample), ``i`` (the step index) and
+``nfe`` (model calls so far).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+Array = jax.Array
+PRNGKey = jax.Array
+ModelFn = Callable[[Array, Array], Array]
+State = Any
+
+
+class Sampler(NamedTuple):
+    init: Callable[..., State]
+    step: Callable[[State, PRNGKey, ModelFn], State]
+    num_steps: int
+    nfe: int
+
+
+@struct.dataclass
+class BasicState:
+    """State of samplers that carry nothing beyond the sample itself."""
+
+    x: Array
+    i: Array
+    nfe: Array
+
+
+def basic_init(x: Array, key: PRNGKey | None = None, model_fn: ModelFn | None = None) -> BasicState:
+    del key, model_fn
+    return BasicState(x=x, i=jnp.zeros((), jnp.int32), nfe=jnp.zeros((), jnp.int32))
+
+
+def sample(
+    sampler: Sampler,
+    model_fn: ModelFn,
+    x: Array,
+    key: PRNGKey | None = None,
+    trajectory: Union[bool, Callable[[State], Any]] = False,
+):
+    """Run ``sampler`` for ``num_steps`` steps from ``x`` with ``lax.scan``.
+
+    Returns the final state; with ``trajectory=True`` returns ``(final, states)``
+    where ``states`` stacks every state after each step (leading axis
+    ``num_steps``); a callable ``trajectory`` selects what to stack, e.g.
+    ``lambda s: s.x``. Jit it with ``jax.jit(sample, static_argnums=(0, 1))``.
+    """
+    if key is None:
+        key = jax.random.PRNGKey(0)
+    init_key, step_key = jax.random.split(key)
+    state = sampler.init(x, key=init_key, model_fn=model_fn)
+    keys = jax.random.split(step_key, sampler.num_steps)
+    if trajectory is True:
+        record = lambda s: s
+    elif trajectory is False:
+        record = lambda s: None
+    else:
+        record = trajectory
+
+    def body(s, k):
+        s = sampler.step(s, k, model_fn)
+        return s, record(s)
+
+    final, stacked = jax.lax.scan(body, state, keys)
+    if trajectory is False:
+        return final
+    return final, stacked
+
+
+def take(table, i: Array, dtype) -> Array:
+    """Row ``i`` of a numpy coefficient table, as a JAX array of ``dtype``."""
+    return jnp.asarray(table)[i].astype(dtype)

@@ -1,0 +1,51 @@
+"""Shared build-time pieces of the ODE solvers: argument checks and the model wrapper."""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax.numpy as jnp
+
+from samplers.grids import TimeGrid
+from samplers.param import as_prediction, check_prediction, dynamic_threshold
+from samplers.schedules import Schedule
+
+SPACES = ("x0", "eps", "velocity")
+
+
+def check_order(order, allowed) -> int:
+    if order not in allowed:
+        raise ValueError(f"order must be one of {list(allowed)}, got {order!r}")
+    return int(order)
+
+
+def check_grid(grid) -> TimeGrid:
+    if not isinstance(grid, TimeGrid):
+        raise ValueError(f"grid must be a TimeGrid (see samplers.grids.time_grid), got {type(grid).__name__}")
+    return grid
+
+
+def check_choice(name: str, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def predictor(schedule: Schedule, predicts: str, space: str, thresholding: dict | None = None) -> Callable:
+    """model_fn -> fn(x, t) giving the solver's ``space`` (x0 / eps / velocity), thresholded if asked."""
+    check_prediction(predicts)
+    check_choice("space", space, SPACES)
+    if thresholding is not None and space != "x0":
+        raise ValueError("thresholding applies to data-prediction (x0) solvers only")
+
+    def wrap(model_fn: Callable) -> Callable:
+        fn = as_prediction(model_fn, schedule, predicts, space)
+        if thresholding is None:
+            return fn
+        return lambda x, t: dynamic_threshold(fn(x, t), **thresholding)
+
+    return wrap
+
+
+def combine(coefs, stack):
+    """sum_k coefs[k] * stack[k] over the leading axis."""
+    return jnp.tensordot(coefs.astype(stack.dtype), stack, axes=1)
