@@ -10,7 +10,7 @@ CASES = [
     ("euler", euler, 1, "edm", [64, 128, 256], "karras", "x0"),
     ("heun", heun, 2, "edm", [16, 32, 64], "karras", "x0"),
     ("rk_midpoint", lambda s, g, p: rk(s, g, p, "midpoint"), 2, "flow", [16, 32, 64], "uniform", "velocity"),
-    ("rk_rk4", lambda s, g, p: rk(s, g, p, "rk4"), 4, "flow", [16, 32, 64], "uniform", "velocity"),
+    ("rk_rk4", lambda s, g, p: rk(s, g, p, "rk4"), 4, "flow", [32, 64, 128], "uniform", "velocity"),
 ]
 
 
