@@ -5,11 +5,14 @@ history H = [m_i, m_{i-1}, ..., m_{i-K+1}] (most recent first, zeros before the
 start), every multistep exponential integrator of the library is
 
     corrector (optional, UniC):  x_i <- Ac_i x_{i-1} + sum_k C_{i,k} H^{old}_k + cn_i m_i
-    predictor:                   x_{i+1} = A_i x_i + sum_k B_{i,k} H_k
+    predictor:                   x_{i+1} = A_i x_i + sum_k B_{i,k} H_k  (+ g_i z,  z ~ N(0, I))
 
 with all coefficients depending on the time grid only. They are computed once in
 float64 numpy by each method's builder (DDIM, DPM-Solver(++) multistep, UniPC,
 DEIS); lower orders at the start or the end are rows whose extra weights are 0.
+The optional noise scale g_i makes the same engine serve the stochastic
+multistep samplers (DDIM with eta, DDPM ancestral, SDE-DPM-Solver(++)), the
+noise drawn from the step's key only.
 """
 from __future__ import annotations
 
@@ -40,10 +43,12 @@ def linear_multistep(
     A: np.ndarray,
     B: np.ndarray,
     corrector: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    noise: np.ndarray | None = None,
 ) -> Sampler:
-    """A ``Sampler`` from coefficient tables A (N,), B (N, K) and an optional
-    corrector (Ac (N,), C (N, K), cn (N,)); a row of zeros in C with Ac = 0 and
-    cn = 0 means "no correction at this step" (kept as x_i)."""
+    """A ``Sampler`` from coefficient tables A (N,), B (N, K), an optional
+    corrector (Ac (N,), C (N, K), cn (N,)) and optional noise scales g (N,).
+    A corrector row with Ac = 0, C = 0 and cn = 0 means "no correction at this
+    step" (x_i is kept)."""
     n, k = B.shape
     if A.shape != (n,) or n != grid.num_steps:
         raise ValueError("coefficient tables must have one row per step of the grid")
@@ -58,7 +63,6 @@ def linear_multistep(
         return MultistepState(x=x, i=z, nfe=z, hist=jnp.zeros((k,) + x.shape, x.dtype), x_prev=x)
 
     def step(state, key, model_fn):
-        del key
         x, i, dt = state.x, state.i, state.x.dtype
         m = wrap_model(model_fn)(x, take(t, i, dt))
         if corrector is not None:
@@ -66,6 +70,8 @@ def linear_multistep(
             x = jnp.where(take(active, i, bool), xc, x)
         hist = jnp.concatenate([m[None], state.hist[:-1]], axis=0)
         x_next = take(A, i, dt) * x + combine(take(B, i, dt), hist)
+        if noise is not None:
+            x_next = x_next + take(noise, i, dt) * jax.random.normal(key, x.shape, dt)
         return MultistepState(x=x_next, i=i + 1, nfe=state.nfe + 1, hist=hist, x_prev=x)
 
     return Sampler(init=init, step=step, num_steps=n, nfe=n)
