@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 from samplers.core import Sampler
-from samplers.grids import time_grid
+from samplers.grids import TimeGrid, time_grid
 from samplers.ode.ddim import ddim
+from samplers.ode.dpm_solver import dpm_solver, dpm_solver_fast_grid, dpm_solver_pp
+from samplers.ode.dpm_solver_adaptive import dpm_solver_adaptive
 from samplers.ode.rk import TABLEAUX, euler, heun, rk
 from samplers.schedules import Schedule
 
@@ -16,43 +18,86 @@ class Entry(NamedTuple):
     builder: Callable[..., Sampler]  # builder(schedule, grid, predicts, **options)
     steps: Callable[[int, bool], int]  # (nfe, final_zero) -> number of grid steps
     spacing: str  # default spacing
+    # optional plan(schedule, nfe, spacing, t_start, t_end) -> (grid, builder options), for
+    # samplers whose grid is not "so many steps in some spacing" (DPM-Solver-fast)
+    plan: Callable[..., tuple[TimeGrid, dict]] | None = None
 
 
 def _per_call(k: int) -> Callable[[int, bool], int]:
     return lambda nfe, final_zero: nfe // k
 
 
-def _heun_steps(nfe: int, final_zero: bool) -> int:
-    return (nfe + 1) // 2 if final_zero else nfe // 2
+def _singlestep(k: int) -> Callable[[int, bool], int]:
+    """k calls a step; a final step to sigma = 0 is first order (one call)."""
+    return lambda nfe, final_zero: (nfe - 1) // k + 1 if final_zero else nfe // k
+
+
+def _dpm_solver_fast_plan(schedule, nfe, spacing, t_start, t_end):
+    grid, orders = dpm_solver_fast_grid(schedule, nfe, 3, spacing, t_start, t_end)
+    return grid, {"orders": orders}
+
+
+def _adaptive(schedule, grid, predicts, order=3, **options):
+    """Only the grid's end points are used; the budget bounds the attempted steps."""
+    if grid.final_zero:
+        raise ValueError("dpm_solver_adaptive needs final=None: it ends at t_end, not at sigma = 0")
+    return dpm_solver_adaptive(schedule, predicts, order=order, t_start=float(grid.t[0]), t_end=float(grid.t[-1]),
+                               max_steps=max(1, grid.num_steps // order), **options)
+
+
+def _fixed(builder, *args, **fixed):
+    return lambda schedule, grid, predicts, **kw: builder(schedule, grid, *args, predicts, **fixed, **kw)
 
 
 SAMPLERS: dict[str, Entry] = {
     "ddim": Entry(ddim, _per_call(1), "logsnr"),
     "euler": Entry(euler, _per_call(1), "karras"),
-    "heun": Entry(heun, _heun_steps, "karras"),
+    "heun": Entry(heun, _singlestep(2), "karras"),
+    "dpm_solver_1": Entry(_fixed(dpm_solver, 1), _per_call(1), "logsnr"),
+    "dpm_solver_2": Entry(_fixed(dpm_solver, 2), _singlestep(2), "logsnr"),
+    "dpm_solver_3": Entry(_fixed(dpm_solver, 3), _singlestep(3), "logsnr"),
+    "dpm_solver_fast": Entry(_fixed(dpm_solver, 3), _per_call(1), "logsnr", plan=_dpm_solver_fast_plan),
+    "dpm_solver_adaptive": Entry(_adaptive, _per_call(1), "logsnr"),
+    "dpm_solver_pp_2m": Entry(_fixed(dpm_solver_pp, 2, method="multistep"), _per_call(1), "logsnr"),
+    "dpm_solver_pp_3m": Entry(_fixed(dpm_solver_pp, 3, method="multistep"), _per_call(1), "logsnr"),
+    "dpm_solver_pp_3m_taylor": Entry(_fixed(dpm_solver_pp, 3, method="multistep", third_order="taylor"),
+                                     _per_call(1), "logsnr"),
+    "dpm_solver_pp_2s": Entry(_fixed(dpm_solver_pp, 2, method="singlestep"), _singlestep(2), "logsnr"),
 }
 for _m in TABLEAUX:
-    SAMPLERS[f"rk_{_m}"] = Entry(
-        lambda schedule, grid, predicts, _m=_m, **kw: rk(schedule, grid, predicts, method=_m, **kw),
-        _per_call(len(TABLEAUX[_m][1])), "uniform",
-    )
+    SAMPLERS[f"rk_{_m}"] = Entry(_fixed(rk, method=_m), _per_call(len(TABLEAUX[_m][1])), "uniform")
 
 
 def names() -> list[str]:
     return sorted(SAMPLERS)
 
 
+def plan(name: str, schedule: Schedule, nfe: int, *, spacing: str | None = None, final: str | None = None,
+         t_start: float | None = None, t_end: float | None = None) -> tuple[TimeGrid, dict]:
+    """The time grid (and grid-dependent builder options) sampler ``name`` uses for ``nfe`` calls."""
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler name must be one of {names()}, got {name!r}")
+    if not isinstance(nfe, int) or isinstance(nfe, bool) or nfe < 1:
+        raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
+    entry = SAMPLERS[name]
+    if entry.plan is not None:
+        if final is not None:
+            raise ValueError(f"sampler {name!r} takes final=None only, got {final!r}")
+        return entry.plan(schedule, nfe, spacing or entry.spacing, t_start, t_end)
+    steps = entry.steps(nfe, final == "zero")
+    if steps < 1:
+        raise ValueError(f"nfe={nfe} is too small for sampler {name!r}")
+    return time_grid(schedule, steps, spacing or entry.spacing, final=final, t_start=t_start, t_end=t_end), {}
+
+
+def grid(name: str, schedule: Schedule, nfe: int, **kwargs) -> TimeGrid:
+    """The time grid of ``build(name, schedule, nfe, **kwargs)`` (its end points define the exact answer)."""
+    return plan(name, schedule, nfe, **kwargs)[0]
+
+
 def build(name: str, schedule: Schedule, nfe: int, predicts: str = "eps", *, spacing: str | None = None,
           final: str | None = None, t_start: float | None = None, t_end: float | None = None,
           **options) -> Sampler:
     """Build sampler ``name`` spending ``nfe`` model calls on ``schedule``."""
-    if name not in SAMPLERS:
-        raise ValueError(f"sampler name must be one of {names()}, got {name!r}")
-    if not isinstance(nfe, int) or nfe < 1:
-        raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
-    entry = SAMPLERS[name]
-    steps = entry.steps(nfe, final == "zero")
-    if steps < 1:
-        raise ValueError(f"nfe={nfe} is too small for sampler {name!r}")
-    grid = time_grid(schedule, steps, spacing or entry.spacing, final=final, t_start=t_start, t_end=t_end)
-    return entry.builder(schedule, grid, predicts, **options)
+    g, planned = plan(name, schedule, nfe, spacing=spacing, final=final, t_start=t_start, t_end=t_end)
+    return SAMPLERS[name].builder(schedule, g, predicts, **planned, **options)

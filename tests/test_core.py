@@ -94,6 +94,10 @@ def test_bad_names_and_predictions():
         ddim(schedules.vp_linear(), np.linspace(1, 0.01, 5))
     with pytest.raises(ValueError, match="thresholding applies to data-prediction"):
         predictor(schedules.edm(), "x0", "eps", thresholding={"ratio": 0.9})
+    for bad, match in [({"ratio": 1.5}, "ratio must be in"), ({"max_value": 0.5}, "max_value must be"),
+                       ({"percentile": 0.9}, "keys must be among")]:
+        with pytest.raises(ValueError, match=match):
+            predictor(schedules.vp_linear(), "eps", "x0", thresholding=bad)
 
 
 @pytest.mark.parametrize("name", ["vp_linear", "vp_discrete", "edm", "flow"])

@@ -30,12 +30,25 @@ def check_choice(name: str, value, allowed):
     return value
 
 
+def check_thresholding(options: dict) -> None:
+    """Dynamic-thresholding options: keys in {ratio, max_value}, 0 < ratio <= 1, max_value >= 1."""
+    unknown = set(options) - {"ratio", "max_value"}
+    if unknown:
+        raise ValueError(f"thresholding keys must be among ['max_value', 'ratio'], got {sorted(unknown)}")
+    if not 0.0 < options.get("ratio", 0.995) <= 1.0:
+        raise ValueError(f"thresholding ratio must be in (0, 1], got {options['ratio']!r}")
+    if options.get("max_value", 1.0) < 1.0:
+        raise ValueError(f"thresholding max_value must be >= 1, got {options['max_value']!r}")
+
+
 def predictor(schedule: Schedule, predicts: str, space: str, thresholding: dict | None = None) -> Callable:
     """model_fn -> fn(x, t) giving the solver's ``space`` (x0 / eps / velocity), thresholded if asked."""
     check_prediction(predicts)
     check_choice("space", space, SPACES)
-    if thresholding is not None and space != "x0":
-        raise ValueError("thresholding applies to data-prediction (x0) solvers only")
+    if thresholding is not None:
+        if space != "x0":
+            raise ValueError("thresholding applies to data-prediction (x0) solvers only")
+        check_thresholding(thresholding)
 
     def wrap(model_fn: Callable) -> Callable:
         fn = as_prediction(model_fn, schedule, predicts, space)

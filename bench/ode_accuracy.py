@@ -1,0 +1,138 @@
+"""Accuracy of every registered ODE solver, and of diffusers' schedulers, against the exact PF-ODE.
+
+Problem: a Gaussian mixture (dim 8 by default) whose exact noise prediction is the model,
+under the DDPM ``vp_discrete`` schedule (linear betas 1e-4..0.02, 1000 steps) that
+diffusers' schedulers use. Every method starts from the same noise x_T = z at t = 999
+and is compared, in RMS over the batch, with a float64 tight-tolerance solve of the
+probability-flow ODE from x_T to the method's own end point (sigma = 0 for most; t = 0,
+sigma ~ 0.01, for diffusers' DEIS and for our solvers that cannot take the last step to
+sigma = 0, marked "t=0"). Everything runs in float64 (``--float32`` for ours in float32).
+
+    python bench/ode_accuracy.py [--dim 8] [--batch 256] [--nfes 5,10,20] [--solvers ddim,heun] [--out DIR]
+
+Prints the machine, a markdown table (rows: methods, columns: NFE; "(k)": k model calls
+were made instead) and writes it with a log-log plot to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.common import (DDPM, Progress, Reference, diffusers_loop, diffusers_methods, machine_lines,  # noqa: E402
+                          markdown_table, plot_error_vs_nfe, rms, solver_error)
+from models.analytic import random_mixture  # noqa: E402
+from samplers import registry  # noqa: E402
+from samplers.schedules import ddpm_betas, vp_discrete  # noqa: E402
+
+NFES = (5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)
+
+
+def run_diffusers(make, steps: int, sigma_space: bool, denoise, ref: Reference, a0: float, s0: float):
+    """(rms error, model calls, ends at sigma = 0?) of one diffusers scheduler whose model is the exact
+    eps of ``denoise(x, alpha, sigma) -> (x0, eps)``, in float64."""
+    import torch
+
+    sched = make(steps)
+    calls = [0]
+
+    def model(inp, t):
+        if sigma_space:  # Euler/Heun: the scaled input is x_vp at s = sigmas[step_index]
+            s = float(sched.sigmas[sched.step_index].double())
+        else:
+            s = float(((1 - sched.alphas_cumprod.double()[int(t)]) / sched.alphas_cumprod.double()[int(t)]) ** 0.5)
+        alpha = 1.0 / np.sqrt(1.0 + s * s)
+        calls[0] += 1
+        _, eps = denoise(jnp.asarray(inp.numpy()), alpha, s * alpha)
+        return torch.from_numpy(np.array(eps))
+
+    x_vp = ref.start(a0, s0)
+    x_T = torch.from_numpy(x_vp / a0 if sigma_space else x_vp)
+    out = diffusers_loop(sched, model, x_T).numpy()
+    s_end = float(sched.sigmas[-1]) if hasattr(sched, "sigmas") else 0.0  # DDIM ends at alpha = 1
+    a1 = 1.0 / np.sqrt(1.0 + s_end**2)
+    x_end = out * a1 if sigma_space else out  # Euler/Heun work on x / alpha
+    return rms(x_end, ref(a0, s0, a1, s_end * a1)), calls[0], s_end == 0.0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dim", type=int, default=8)
+    p.add_argument("--components", type=int, default=4)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--nfes", default=",".join(map(str, NFES)))
+    p.add_argument("--solvers", default="all", help="comma-separated registered names, or 'all'")
+    p.add_argument("--no-diffusers", action="store_true")
+    p.add_argument("--float32", action="store_true", help="run our solvers in float32")
+    p.add_argument("--out", default="workdir/bench")
+    args = p.parse_args()
+    jax.config.update("jax_enable_x64", True)
+    nfes = [int(n) for n in args.nfes.split(",")]
+    names = registry.names() if args.solvers == "all" else args.solvers.split(",")
+    for n in names:
+        if n not in registry.names():
+            raise ValueError(f"--solvers entries must be among {registry.names()}, got {n!r}")
+    print(f"# ODE solver accuracy\n\n{machine_lines()}\n", flush=True)
+
+    gmm = random_mixture(dim=args.dim, num_components=args.components, seed=0)
+    schedule = vp_discrete(ddpm_betas(**DDPM))
+    z = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (args.batch, args.dim), jnp.float64))
+    ref = Reference(gmm.denoise, z)
+    a0, s0 = float(schedule.alpha(schedule.t_max)), float(schedule.sigma(schedule.t_max))
+    dtype = jnp.float32 if args.float32 else jnp.float64
+    denoise = jax.jit(gmm.denoise)
+
+    results: dict[str, dict[int, tuple[float, int] | None]] = {}
+    methods = {} if args.no_diffusers else diffusers_methods()
+    progress = Progress(len(names) + len(methods), "methods ")
+    for name in names:
+        row, label = {}, name
+        for nfe in nfes:
+            row[nfe] = None
+            for final in ("zero", None):  # rk solvers integrate in t and end at t = 0 instead
+                try:
+                    registry.build(name, schedule, nfe, spacing=None, final=final)
+                except ValueError:
+                    continue
+                r = solver_error(name, schedule, nfe, gmm.model_fn(schedule, "eps"), ref, final=final, dtype=dtype)
+                row[nfe] = (r["rms"], r["nfe"])
+                label = name if final == "zero" else f"{name} (t=0)"
+                break
+        results[label] = row
+        progress.update(label)
+    for label, (make, steps, sigma_space) in methods.items():
+        runs = {nfe: run_diffusers(make, steps(nfe), sigma_space, denoise, ref, a0, s0) for nfe in nfes}
+        to_zero = all(r[2] for r in runs.values())
+        results[f"diffusers {label}" + ("" if to_zero else " (t=0)")] = {n: r[:2] for n, r in runs.items()}
+        progress.update(label)
+
+    def cell(v, nfe):
+        if v is None:
+            return None
+        return v[0] if v[1] == nfe else f"{v[0]:.3g} ({v[1]})"
+
+    table = markdown_table(["method"] + [f"NFE {n}" for n in nfes],
+                           [[label] + [cell(row[n], n) for n in nfes] for label, row in results.items()])
+    title = (f"RMS error vs the exact PF-ODE solution: Gaussian mixture dim {args.dim}, {args.components} components, "
+             f"{args.batch} samples, vp_discrete (DDPM linear betas), from t=999, "
+             f"{'float32' if args.float32 else 'float64'} (ours)")
+    print(f"{title}\n\n{table}\n", flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "ode_accuracy.md"), "w") as f:
+        f.write(f"# ODE solver accuracy\n\n{machine_lines()}\n\n{title}\n\n{table}\n")
+    curves = {label: ([v[1] for v in row.values() if v], [v[0] for v in row.values() if v])
+              for label, row in results.items()}
+    plot_error_vs_nfe(curves, os.path.join(args.out, "ode_accuracy.png"), f"GMM dim {args.dim}, vp_discrete",
+                      dashed=lambda label: label.startswith("diffusers"))
+    print(f"wrote {args.out}/ode_accuracy.md and ode_accuracy.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""ml_collections config files for ``launch.py --config=configs/<name>.py``."""
