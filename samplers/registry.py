@@ -10,7 +10,9 @@ from samplers.grids import TimeGrid, time_grid
 from samplers.ode.ddim import ddim
 from samplers.ode.dpm_solver import dpm_solver, dpm_solver_fast_grid, dpm_solver_pp
 from samplers.ode.dpm_solver_adaptive import dpm_solver_adaptive
+from samplers.ode.deis import deis
 from samplers.ode.rk import TABLEAUX, euler, heun, rk
+from samplers.ode.unipc import unipc
 from samplers.schedules import Schedule
 
 
@@ -63,6 +65,12 @@ SAMPLERS: dict[str, Entry] = {
     "dpm_solver_pp_3m_taylor": Entry(_fixed(dpm_solver_pp, 3, method="multistep", third_order="taylor"),
                                      _per_call(1), "logsnr"),
     "dpm_solver_pp_2s": Entry(_fixed(dpm_solver_pp, 2, method="singlestep"), _singlestep(2), "logsnr"),
+    "unipc": Entry(unipc, _per_call(1), "logsnr"),  # bh2, order 2 (diffusers' default); order=3 via options
+    "unipc_3": Entry(_fixed(unipc, order=3), _per_call(1), "logsnr"),
+    "unipc_bh1": Entry(_fixed(unipc, variant="bh1"), _per_call(1), "logsnr"),
+    "unip": Entry(_fixed(unipc, corrector=False), _per_call(1), "logsnr"),
+    "deis": Entry(deis, _per_call(1), "logsnr"),  # tAB order 2; order=3 via options
+    "deis_3": Entry(_fixed(deis, order=3), _per_call(1), "logsnr"),
 }
 for _m in TABLEAUX:
     SAMPLERS[f"rk_{_m}"] = Entry(_fixed(rk, method=_m), _per_call(len(TABLEAUX[_m][1])), "uniform")

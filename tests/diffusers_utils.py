@@ -21,7 +21,7 @@ def gmm_eps_torch(gmm: GaussianMixture, x: torch.Tensor, alpha: float, sigma: fl
     """Exact eps prediction (float64) of ``gmm`` at x = alpha x0 + sigma eps."""
     with jax.enable_x64(True):
         _, eps = gmm.denoise(jnp.asarray(x.detach().cpu().numpy(), jnp.float64), float(alpha), float(sigma))
-        return torch.from_numpy(np.asarray(eps))
+        return torch.from_numpy(np.array(eps))
 
 
 def alphas_cumprod_level(scheduler, t) -> tuple[float, float]:

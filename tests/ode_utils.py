@@ -17,6 +17,11 @@ from samplers import schedules
 GMM = random_mixture(dim=4, num_components=3, seed=1)
 
 
+def toy_model(x, t):
+    """A cheap smooth eps model (compiles faster than the mixture) for the non-accuracy tests."""
+    return jnp.tanh(x) * (1.0 + 0.1 * t)
+
+
 def start_noise(n: int = 32, dim: int = 4, seed: int = 0):
     return jax.random.normal(jax.random.PRNGKey(seed), (n, dim), jnp.float64)
 

@@ -9,8 +9,9 @@ from samplers import schedules
 from samplers.core import sample
 from samplers.grids import TimeGrid, time_grid
 from samplers.ode.ddim import ddim, ddim_coefficients
-from samplers.ode.dpm_solver import (dpm_solver, dpm_solver_fast_grid, dpm_solver_pp, multistep_orders,
-                                     multistep_tables, singlestep_coefs, singlestep_tables)
+from samplers.ode.dpm_solver import (dpm_solver, dpm_solver_fast_grid, dpm_solver_pp, multistep_tables,
+                                     singlestep_coefs, singlestep_tables)
+from samplers.ode.multistep import multistep_orders
 from samplers.ode.dpm_solver_adaptive import dpm_solver_adaptive
 from tests.ode_utils import GMM, convergence, fitted_order, reference, start_noise
 

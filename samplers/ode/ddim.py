@@ -11,14 +11,16 @@ import numpy as np
 from samplers.core import Sampler
 from samplers.grids import TimeGrid
 from samplers.ode.common import check_grid, predictor
+from samplers.ode.exponential import exp_coefs
 from samplers.ode.multistep import linear_multistep
 from samplers.schedules import Schedule
 
 
 def ddim_coefficients(grid: TimeGrid) -> tuple[np.ndarray, np.ndarray]:
     """(sigma_{i+1}/sigma_i, alpha_{i+1}(1 - e^{-h_i})) for every step of the grid."""
-    h = grid.lam[1:] - grid.lam[:-1]
-    return grid.sigma[1:] / grid.sigma[:-1], grid.alpha[1:] * -np.expm1(-h)
+    pts = lambda sl: (grid.alpha[sl], grid.sigma[sl], grid.lam[sl])
+    a, (b,) = exp_coefs("x0", pts(slice(None, -1)), pts(slice(1, None)))
+    return a, b
 
 
 def ddim(schedule: Schedule, grid: TimeGrid, predicts: str = "eps", thresholding: dict | None = None) -> Sampler:

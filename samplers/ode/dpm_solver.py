@@ -35,7 +35,6 @@ coefficients written to stay finite there. Order 1 is DDIM (``samplers.ode.ddim`
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -43,9 +42,10 @@ import numpy as np
 from samplers.core import Sampler
 from samplers.grids import CONTINUOUS_SPACINGS, TimeGrid, time_grid
 from samplers.ode.common import check_choice, check_grid, check_order, predictor
-from samplers.ode.multistep import linear_multistep
+from samplers.ode.exponential import exp_coefs
+from samplers.ode.multistep import linear_multistep, multistep_orders
 from samplers.ode.singlestep import explicit_stages
-from samplers.schedules import Schedule, xp_of
+from samplers.schedules import Schedule
 
 ORDERS = (1, 2, 3)
 METHODS = ("singlestep", "multistep")
@@ -53,42 +53,6 @@ SOLVER_TYPES = ("dpmsolver", "taylor")
 STAGES = ("lambda", "grid")
 THIRD_ORDERS = ("reference", "taylor")
 STAGE_RATIOS = {1: (), 2: (0.5,), 3: (1.0 / 3.0, 2.0 / 3.0)}  # r_k of the singlestep intermediate points
-LOWER_ORDER_FINAL_STEPS = 15  # diffusers lowers the final orders below this many steps
-
-
-def phi(k: int, z):
-    """phi_k(z) = sum_{j>=0} z^j / (j+k)! (phi_1 = (e^z - 1)/z, phi_(k+1) = (phi_k - 1/k!)/z); by its
-    series for |z| < 1/2 (no cancellation, also in float32), in closed form elsewhere."""
-    xp = xp_of(z)
-    small = xp.abs(z) < 0.5
-    zs = xp.where(small, z, xp.zeros_like(z))
-    series = xp.zeros_like(z) + 1.0 / math.factorial(k + 16)
-    for j in range(15, -1, -1):
-        series = series * zs + 1.0 / math.factorial(j + k)
-    zc = xp.where(small, xp.ones_like(z), z)
-    closed = xp.expm1(zc) / zc
-    for m in range(1, k):
-        closed = (closed - 1.0 / math.factorial(m)) / zc
-    return xp.where(small, series, closed)
-
-
-def exp_coefs(space: str, p_s, p_t, k: int = 1):
-    """(A, [c_1, ..., c_k]) of the step from point p_s to p_t, points being (alpha, sigma, lambda).
-
-    x0 space: A = sigma_t/sigma_s, c_n = alpha_t h phi_n(-h); eps space: A = alpha_t/alpha_s,
-    c_n = -sigma_t h phi_n(h). c_1 is written as alpha_t (1 - e^-h), resp.
-    -(alpha_t sigma_s / alpha_s)(1 - e^-h), so it stays finite at sigma_t = 0 (h = inf), where
-    only k = 1 is defined. Works on numpy (build time) and JAX (in a trace) values alike.
-    """
-    (a_s, s_s, l_s), (a_t, s_t, l_t) = p_s, p_t
-    xp = xp_of(a_s, s_s, l_s, a_t, s_t, l_t)
-    h = l_t - l_s
-    one_minus = -xp.expm1(-h)
-    if space == "x0":
-        A, scale, z, c1 = s_t / s_s, a_t, -h, a_t * one_minus
-    else:
-        A, scale, z, c1 = a_t / a_s, -s_t, h, -(a_t * s_s / a_s) * one_minus
-    return A, [c1] + [scale * h * phi(n, z) for n in range(2, k + 1)]
 
 
 def singlestep_coefs(space: str, solver_type: str, order: int, p_s, p_t, mids=()):
@@ -124,20 +88,6 @@ def singlestep_coefs(space: str, solver_type: str, order: int, p_s, p_t, mids=()
         d2 = 2.0 * (d11[j] - d10[j]) / (r2 - r1)
         c_out[j] = (c[0] if j == 0 else zero) + c[1] * d1 + c[2] * d2
     return a_in, b_in, a_out, c_out
-
-
-def multistep_orders(num_steps: int, order: int, lower_order_final: bool, final_zero: bool) -> np.ndarray:
-    """Per-step orders as diffusers' DPMSolverMultistepScheduler decides them: min(order, i+1)
-    (warm-up); below 15 steps with ``lower_order_final`` the last step is first and the one
-    before at most second order; a last step to sigma = 0 is always first order."""
-    orders = np.minimum(order, np.arange(1, num_steps + 1))
-    if lower_order_final and num_steps < LOWER_ORDER_FINAL_STEPS:
-        orders[-1] = 1
-        if num_steps >= 2:
-            orders[-2] = min(orders[-2], 2)
-    if final_zero:
-        orders[-1] = 1
-    return orders
 
 
 def multistep_tables(grid: TimeGrid, space: str, orders: np.ndarray, solver_type: str,

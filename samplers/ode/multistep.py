@@ -75,3 +75,20 @@ def linear_multistep(
         return MultistepState(x=x_next, i=i + 1, nfe=state.nfe + 1, hist=hist, x_prev=x)
 
     return Sampler(init=init, step=step, num_steps=n, nfe=n)
+
+
+LOWER_ORDER_FINAL_STEPS = 15  # diffusers lowers the final orders below this many steps
+
+
+def multistep_orders(num_steps: int, order: int, lower_order_final: bool, final_zero: bool) -> np.ndarray:
+    """Per-step orders as diffusers' DPMSolverMultistepScheduler decides them: min(order, i+1)
+    (warm-up); below 15 steps with ``lower_order_final`` the last step is first and the one
+    before at most second order; a last step to sigma = 0 is always first order."""
+    orders = np.minimum(order, np.arange(1, num_steps + 1))
+    if lower_order_final and num_steps < LOWER_ORDER_FINAL_STEPS:
+        orders[-1] = 1
+        if num_steps >= 2:
+            orders[-2] = min(orders[-2], 2)
+    if final_zero:
+        orders[-1] = 1
+    return orders
