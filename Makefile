@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(BIN)/python launch.py --config=$(CONFIG)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/ode_accuracy.py
