@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ode_accuracy.py
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/mcmc_ess.py
 
 clean:
 	rm -rf $(VENV)
