@@ -14,6 +14,13 @@ from samplers.ode.deis import deis
 from samplers.ode.rk import TABLEAUX, euler, heun, rk
 from samplers.ode.unipc import unipc
 from samplers.schedules import Schedule
+from samplers.sde.ancestral import ddim_eta, ddpm
+from samplers.sde.edm_stochastic import edm_stochastic
+from samplers.sde.euler_maruyama import euler_maruyama
+from samplers.sde.momentum import dpm_solver_pp_hb, plms_momentum
+from samplers.sde.pc import predictor_corrector
+from samplers.sde.sde_dpm import sde_dpm_solver
+from samplers.sde.time_shift import time_shift
 
 
 class Entry(NamedTuple):
@@ -71,6 +78,22 @@ SAMPLERS: dict[str, Entry] = {
     "unip": Entry(_fixed(unipc, corrector=False), _per_call(1), "logsnr"),
     "deis": Entry(deis, _per_call(1), "logsnr"),  # tAB order 2; order=3 via options
     "deis_3": Entry(_fixed(deis, order=3), _per_call(1), "logsnr"),
+    # stochastic samplers (samplers/sde)
+    "euler_maruyama": Entry(euler_maruyama, _per_call(1), "uniform"),
+    "ddpm": Entry(ddpm, _per_call(1), "logsnr"),
+    "ddim_eta": Entry(ddim_eta, _per_call(1), "logsnr"),  # eta option, default 1.0
+    "sde_dpm_solver_1": Entry(_fixed(sde_dpm_solver, order=1, algorithm="dpmsolver"), _per_call(1), "logsnr"),
+    "sde_dpm_solver_2": Entry(_fixed(sde_dpm_solver, order=2, algorithm="dpmsolver"), _per_call(1), "logsnr"),
+    "sde_dpm_solver_pp_2m": Entry(_fixed(sde_dpm_solver, order=2, algorithm="dpmsolver++"), _per_call(1), "logsnr"),
+    # EDM's ImageNet-64 churn setting; the builder's own defaults (no churn) are deterministic Heun
+    "edm_stochastic": Entry(_fixed(edm_stochastic, s_churn=40.0, s_tmin=0.05, s_tmax=50.0, s_noise=1.003),
+                            _singlestep(2), "karras"),
+    "pc": Entry(predictor_corrector, _per_call(2), "logsnr"),  # one Langevin corrector step (the default) + predictor
+    "ts_ddim": Entry(time_shift, _per_call(1), "logsnr"),
+    "ts_ddpm": Entry(_fixed(time_shift, eta=1.0), _per_call(1), "logsnr"),
+    "plms_ghvb": Entry(plms_momentum, _per_call(1), "uniform"),  # order 2, beta 0.8
+    "plms_hb": Entry(_fixed(plms_momentum, method="hb"), _per_call(1), "uniform"),
+    "dpm_solver_pp_2m_hb": Entry(dpm_solver_pp_hb, _per_call(1), "logsnr"),
 }
 for _m in TABLEAUX:
     SAMPLERS[f"rk_{_m}"] = Entry(_fixed(rk, method=_m), _per_call(len(TABLEAUX[_m][1])), "uniform")

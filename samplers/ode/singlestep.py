@@ -8,6 +8,10 @@ Step i evaluates stages s = 0..S-1 at times t_{i,s} on the inputs
 and returns x_{i+1} = a_i x_i + sum_s c_{i,s} m_{i,s}. A stage inactive at a step
 (lower order there, e.g. Heun's last step to sigma = 0) is skipped with
 ``lax.cond`` and not counted, so ``nfe`` is exact.
+
+An optional pre-step noise ``(a_pre, g)`` first replaces x_i by a_pre_i x_i + g_i z,
+z ~ N(0, I) drawn from the step's key (the stochastic samplers' churn and restart
+re-noising, ``samplers/sde``); without it the key is unused.
 """
 from __future__ import annotations
 
@@ -29,9 +33,11 @@ def explicit_stages(
     a_out: np.ndarray,
     c_out: np.ndarray,
     active: np.ndarray,
+    pre_noise: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Sampler:
     """Tables: t_stage, a_in (N, S); b_in (N, S, S) strictly lower triangular in (s, j);
-    a_out (N,); c_out (N, S); active (N, S) bool with stage 0 always active."""
+    a_out (N,); c_out (N, S); active (N, S) bool with stage 0 always active;
+    optional pre_noise = (a_pre (N,), g (N,))."""
     n, s_count = t_stage.shape
     if not np.all(active[:, 0]):
         raise ValueError("stage 0 must be active at every step")
@@ -39,8 +45,9 @@ def explicit_stages(
     nfe_per_step = active.sum(axis=1).astype(np.int32)
 
     def step(state: BasicState, key, model_fn):
-        del key
         x, i, dt = state.x, state.i, state.x.dtype
+        if pre_noise is not None:
+            x = take(pre_noise[0], i, dt) * x + take(pre_noise[1], i, dt) * jax.random.normal(key, x.shape, dt)
         fn = wrap_model(model_fn)
         ms = []
         for s in range(s_count):
