@@ -1,0 +1,210 @@
+"""Time-parallel sampling (samplers/parallel/picard.py): sequential rounds vs steps, error and wall time.
+
+For DDIM, Euler, DPM-Solver++(2M) and DDPM at 100 and 1000 steps, on the exact 32-dimensional
+Gaussian mixture (``models.analytic.random_mixture``) and on an MLP (``models.mlp.MLP``, 3 x 256,
+trained for ``TRAIN_STEPS`` Adam steps on the mixture's samples with the eps loss of
+``train.losses.Objective``), the time-parallel run (window 96 / 200) is compared with the sequential
+``samplers.core.sample`` from the same noise and key. For each row the tolerance is the loosest of
+``TOLS`` whose final sample has an RMS error relative to the sequential one of at most 1e-3
+(``rel err``); ``rounds`` are the batched model-call rounds (the latency), ``calls`` the model
+calls spent. Methods: ``picard`` (ParaDiGMS increments), ``picard+secant`` (the linear part of each
+step estimated by a secant, solved by a parallel linear recurrence), and for DPM-Solver++(2M) on
+the mixture also ``states`` (whole states with replayed model outputs) and ``jacobi`` (plain
+Jacobi over states). Wall times: sequential, parallel on 1 device, and parallel sharded over 8
+host devices (a subprocess with ``--xla_force_host_platform_device_count=8``; on a CPU those 8
+devices share the same cores, so this column measures the sharding's overhead, not a speed-up).
+
+Run: ``python bench/parallel.py [--quick]``.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import machine_lines, markdown_table, time_call  # noqa: E402
+from models.analytic import random_mixture  # noqa: E402
+from models.mlp import MLP, init_mlp, mlp_model_fn  # noqa: E402
+from samplers import schedules  # noqa: E402
+from samplers.core import sample  # noqa: E402
+from samplers.grids import time_grid  # noqa: E402
+from samplers.ode.ddim import ddim  # noqa: E402
+from samplers.ode.dpm_solver import dpm_solver_pp  # noqa: E402
+from samplers.ode.rk import euler  # noqa: E402
+from samplers.parallel import parallel_sample, step_scale, time_parallel, window_mesh  # noqa: E402
+from samplers.sde.ancestral import ddpm, ddpm_coefficients  # noqa: E402
+from train.losses import Objective  # noqa: E402
+
+DIM, BATCH = 32, 8
+TOLS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.003, 0.001, 1e-4, 0.0)
+TRAIN_STEPS, TRAIN_BATCH = 2000, 512
+GOAL = 1e-3
+WINDOW = {100: 96, 1000: 200}
+METHODS = {"picard": dict(update="increments"), "picard+secant": dict(update="increments", secant=True),
+           "states": dict(update="states"), "jacobi": dict(update="jacobi")}
+SCH = schedules.vp_linear()
+
+
+GMM = random_mixture(dim=DIM, num_components=4, seed=0)
+
+
+@functools.cache
+def trained_mlp():
+    """MLP params fitted to the mixture (eps prediction, uniform t), and the final loss."""
+    mlp, objective, tx = MLP(hidden=256, depth=3), Objective(SCH), optax.adam(1e-3)
+    params = init_mlp(mlp, jax.random.PRNGKey(0), DIM)
+
+    @jax.jit
+    def update(params, opt_state, key):
+        kx, kl = jax.random.split(key)
+        x0 = GMM.sample(kx, TRAIN_BATCH)
+        loss, grads = jax.value_and_grad(lambda p: objective.loss(mlp_model_fn(mlp, p), x0, kl))(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    opt_state = tx.init(params)
+    for i in range(TRAIN_STEPS):
+        params, opt_state, loss = update(params, opt_state, jax.random.PRNGKey(1000 + i))
+    return mlp, params, float(loss)
+
+
+def model(name: str):
+    if name == "gmm":
+        return GMM.model_fn(SCH, "eps")
+    mlp, params, _ = trained_mlp()
+    return mlp_model_fn(mlp, params)
+
+
+def sampler(name: str, steps: int):
+    """(sampler, per-step scale g of the convergence test)."""
+    if name == "euler":
+        grid = time_grid(SCH, steps, "karras")
+        return euler(SCH, grid), step_scale(grid)
+    grid = time_grid(SCH, steps, "logsnr")
+    if name == "ddim":
+        return ddim(SCH, grid), step_scale(grid)
+    if name == "dpm++2m":
+        return dpm_solver_pp(SCH, grid, 2), step_scale(grid)
+    noise = ddpm_coefficients((grid.alpha[:-1], grid.sigma[:-1], grid.lam[:-1]),
+                              (grid.alpha[1:], grid.sigma[1:], grid.lam[1:]))[2]
+    return ddpm(SCH, grid), step_scale(grid, noise)
+
+
+def rows_to_run(quick: bool):
+    steps = (100,) if quick else (100, 1000)
+    models = ("gmm",) if quick else ("gmm", "mlp")
+    out = []
+    for n in steps:
+        for m in models:
+            for s in ("ddim", "euler", "dpm++2m", "ddpm"):
+                for meth in ("picard", "picard+secant"):
+                    out.append(dict(steps=n, model=m, sampler=s, method=meth))
+        out += [dict(steps=n, model="gmm", sampler="dpm++2m", method=meth) for meth in ("states", "jacobi")]
+    return out
+
+
+def inputs():
+    x = jax.random.normal(jax.random.PRNGKey(1), (BATCH, DIM))
+    return x, jax.random.PRNGKey(2)
+
+
+seq_run = jax.jit(sample, static_argnums=(0, 1))
+par_run = jax.jit(parallel_sample, static_argnums=(0, 1))
+
+
+def measure(row: dict, repeats: int) -> dict:
+    """Loosest tolerance meeting the goal, its rounds / calls / error, and the wall times."""
+    smp, scale = sampler(row["sampler"], row["steps"])
+    fn = model(row["model"])
+    x, key = inputs()
+    par = time_parallel(smp, WINDOW[row["steps"]], TOLS[0], scale, **METHODS[row["method"]])
+    ref = seq_run(smp, fn, x, key).x
+    rms_ref = float(jnp.sqrt(jnp.mean(ref**2)))
+    for tol in TOLS:
+        out, stats = par_run(par, fn, x, key, tol)
+        rel = float(jnp.sqrt(jnp.mean((out.x - ref) ** 2))) / rms_ref
+        if rel <= GOAL:
+            break
+    res = dict(row, window=par.window, tol=tol, rounds=int(stats.rounds), calls=int(stats.model_calls), rel=rel)
+    res["wall_seq"] = time_call(seq_run, smp, fn, x, key, warmup=1, repeats=repeats)
+    res["wall_par1"] = time_call(par_run, par, fn, x, key, tol, warmup=1, repeats=repeats)
+    return res
+
+
+def measure_sharded(row: dict, repeats: int) -> dict:
+    """Wall time of the same run sharded over all devices (window axis), and its gap to 1 device."""
+    smp, scale = sampler(row["sampler"], row["steps"])
+    fn = model(row["model"])
+    x, key = inputs()
+    kw = METHODS[row["method"]]
+    one = par_run(time_parallel(smp, row["window"], row["tol"], scale, **kw), fn, x, key)[0].x
+    par = time_parallel(smp, row["window"], row["tol"], scale, mesh=window_mesh(), **kw)
+    out, _ = par_run(par, fn, x, key)
+    return dict(gap=float(jnp.max(jnp.abs(out.x - one))),
+                wall=time_call(par_run, par, fn, x, key, warmup=1, repeats=repeats))
+
+
+def sharded_in_subprocess(rows: list, devices: int, repeats: int) -> list:
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "rows.json", Path(tmp) / "out.json"
+        src.write_text(json.dumps(rows))
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+        subprocess.run([sys.executable, __file__, "--sharded", str(src), str(dst), "--repeats", str(repeats)],
+                       env=env, check=True, timeout=3600)
+        return json.loads(dst.read_text())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="100 steps on the mixture only")
+    ap.add_argument("--devices", type=int, default=8, help="host devices of the sharded column (0: skip)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--sharded", nargs=2, metavar=("ROWS", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.sharded:
+        rows = json.loads(Path(args.sharded[0]).read_text())
+        Path(args.sharded[1]).write_text(json.dumps([measure_sharded(r, args.repeats) for r in rows]))
+        return
+
+    rows = []
+    for r in rows_to_run(args.quick):
+        rows.append(measure(r, args.repeats))
+        print(f"{r['steps']:5d} {r['model']:4s} {r['sampler']:8s} {r['method']:14s} rounds {rows[-1]['rounds']:4d} "
+              f"rel {rows[-1]['rel']:.1e} tol {rows[-1]['tol']}", file=sys.stderr, flush=True)
+    backend = jax.default_backend()
+    sharded = sharded_in_subprocess(rows, args.devices, args.repeats) if args.devices and backend == "cpu" else None
+    headers = ["steps", "model", "sampler", "method", "window", "tol", "rounds", "steps/rounds", "calls",
+               "rel err", f"seq ms ({backend})", f"par ms (1 {backend})"]
+    if sharded:
+        headers += [f"par ms ({args.devices} cpu)", "8-dev gap"]
+    table = []
+    for i, r in enumerate(rows):
+        line = [r["steps"], r["model"], r["sampler"], r["method"], r["window"], r["tol"], r["rounds"],
+                r["steps"] / r["rounds"], r["calls"], r["rel"], 1e3 * r["wall_seq"], 1e3 * r["wall_par1"]]
+        if sharded:
+            line += [1e3 * sharded[i]["wall"], sharded[i]["gap"]]
+        table.append(line)
+    print("## Time-parallel sampling: rounds, error and wall time\n")
+    print(machine_lines() + "\n")
+    print(f"Batch {BATCH} x {DIM} dims, vp_linear schedule; tol: loosest of {list(TOLS)} with rel err <= {GOAL} "
+          "(RMS of parallel - sequential over RMS of sequential, same noise and key).")
+    if not args.quick:
+        print(f"MLP: {TRAIN_STEPS} Adam steps (lr 1e-3, batch {TRAIN_BATCH}), final eps loss {trained_mlp()[2]:.3f}.")
+    print()
+    print(markdown_table(headers, table))
+
+
+if __name__ == "__main__":
+    main()

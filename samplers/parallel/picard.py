@@ -1,0 +1,265 @@
+"""Time-parallel sampling of any ``Sampler`` by sliding-window fixed-point iterations over its own
+``step`` (ParaDiGMS: Shih et al. 2023, "Parallel Sampling of Diffusion Models", Alg. 1).
+
+The sequential run is the recurrence ``S_{i+1} = step(S_i, k_i)`` with the keys of
+``samplers.core.sample`` (``init_key, step_key = split(key)``, ``k = split(step_key, N)``), so a
+stochastic step draws the same noise here. A window holds the exact state ``S_s`` and guesses of
+``S_{s+1} .. S_{s+p}``. A round steps the ``p`` states ``S_s .. S_{s+p-1}`` at once -- one
+batched, device-sharded call of the model (``mesh.window_map``), giving ``T_j = step(S_j)`` and,
+for states that carry more than ``x``, each step's model output ``m_j`` -- and rebuilds the
+guesses by one of three rules (``update``):
+
+* ``"increments"`` (default; Picard as in ParaDiGMS): ``x_{i+1} = x_i + d_i(x_i)`` with
+  ``d_i(x) = step(S_i(x)).x - x``, so ``x_{s+j+1} = x_s + sum_{l<=j} d_{s+l}`` by cumulative
+  sums; integer counters (``nfe``) likewise. For a state whose only float field is ``x``
+  (``BasicState``: one-step ODE solvers, Heun, RK, singlestep DPM-Solver, one-step SDE samplers)
+  that is all, with any number of model calls a step. A state with a history (``hist``,
+  ``x_prev``: multistep solvers) takes its other fields by Jacobi, refreshed with this round's
+  outputs: point ``j`` is re-stepped, with its model output ``m_j`` replayed (no model call),
+  from ``x_j`` and the other fields of ``T_{j-1}``, and the increment of ``x`` is taken from
+  that. Cumulative sums of the history itself would not contract: a history is a shift register
+  whose increments are O(1). Fast when the step is near the identity in ``x`` (DDIM, DDPM,
+  DPM-Solver(++) multistep); a step whose ``x`` follows another field (UniPC's corrector base
+  ``x_prev``) converges little faster than sequentially this way -- use ``"states"``.
+  ``secant=True`` solves the linear part of each step exactly: with ``L_j`` the secant slope of
+  ``x -> step(S_j(x)).x`` between this round and the last (per sample, clipped to [0, 1]; 1 for a
+  point new to the window), ``x_{j+1} = L_j x_j + (T_j.x - L_j x_j^old)`` is a linear recurrence
+  solved by an associative scan (``L = 1`` is the plain form). It changes the speed only, never
+  the fixed point, and helps contractive steps (DDPM, whose step pulls x towards its mean).
+* ``"states"`` (Jacobi over whole states with replayed model outputs): ``S_{j+1} = step(S_j)``
+  rebuilt from ``S_s`` by a scan of ``p`` steps with the model replaced by the recorded ``m_j``
+  -- cheap, no model call; only the model outputs come from the previous round's states. Works
+  for any sampler with one model call a step (UniPC included).
+* ``"jacobi"`` (plain Jacobi over whole states): ``S_{s+j+1} = T_{s+j}``. Information travels
+  one step per round, so on an ODE it is hardly faster than the sequential run and a loose
+  tolerance stops it early with a large error; kept as the baseline the benchmark reports.
+
+Which of the ``"increments"`` paths runs follows from the state's fields, never from the solver's
+name. Convergence and sliding follow ``control``: point ``i+1`` has converged when its mean
+squared change (every float field: ``x`` per sample, the worst sample; other fields as a whole)
+is at most ``tol^2 g_i^2``, with ``g_i`` the noise standard deviation of step ``i``
+(``step_scale``). Each round advances by at least one step, so rounds <= ``num_steps``; the
+fixed point is the sequential trajectory, and ``tol = 0`` reproduces it up to round-off.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from samplers.core import ModelFn, PRNGKey, Sampler
+from samplers.grids import TimeGrid
+from samplers.ode.common import check_choice, check_grid
+from samplers.parallel import control
+from samplers.parallel.mesh import check_mesh, replicate, window_map
+
+UPDATES = ("increments", "states", "jacobi")
+
+
+class ParallelSampler(NamedTuple):
+    """A time-parallel driver of ``sampler`` (hashable: pass it as a static argument)."""
+
+    sampler: Sampler
+    window: int
+    tol: float
+    scale: tuple  # g_i per step
+    update: str
+    secant: bool
+    mesh: object
+    window_axis: str
+    batch_axis: str | None
+
+
+@struct.dataclass
+class ParallelStats:
+    rounds: jax.Array  # sequential rounds = batched model-call rounds
+    model_calls: jax.Array  # model calls of window points inside the trajectory (padding past the end excluded)
+    residual: jax.Array  # last round's worst sqrt(change) / g over the window, comparable to tol
+    positions: jax.Array  # (num_steps,) window start of each round, -1 after the last round
+
+
+def step_scale(grid: TimeGrid, noise=None) -> np.ndarray:
+    """Per-step scale g_i of the convergence test: for SDE samplers the step's noise standard
+    deviation ``noise`` (floored at its smallest positive value, so a noise-free last step can
+    converge); for ODE samplers sigma_i, the noise level the step starts from."""
+    check_grid(grid)
+    if noise is None:
+        return np.asarray(grid.sigma[:-1], np.float64)
+    g = np.asarray(noise, np.float64)
+    if g.shape != (grid.num_steps,) or not np.all(np.isfinite(g)) or np.any(g < 0) or not np.any(g > 0):
+        raise ValueError(f"noise must hold {grid.num_steps} finite values >= 0, not all zero; got shape {g.shape}")
+    return np.maximum(g, g[g > 0].min())
+
+
+def time_parallel(sampler: Sampler, window: int, tol: float, scale=None, *, update: str = "increments",
+                  secant: bool = False, mesh=None, window_axis: str = "window",
+                  batch_axis: str | None = "batch") -> ParallelSampler:
+    """Build the driver: ``window`` steps per round (1 <= window <= num_steps), tolerance
+    ``tol >= 0`` relative to the per-step ``scale`` (default 1: absolute), the ``update`` rule,
+    and an optional mesh (``mesh.window_mesh``) whose ``window_axis`` size divides ``window``."""
+    if not isinstance(sampler, Sampler):
+        raise ValueError(f"sampler must be a samplers.core.Sampler, got {type(sampler).__name__}")
+    window = control.check_window(window, sampler.num_steps)
+    tol = control.check_tol(tol)
+    scale = control.check_scale(scale, sampler.num_steps)
+    check_choice("update", update, UPDATES)
+    check_choice("secant", secant, (False, True))
+    if secant and update != "increments":
+        raise ValueError("secant=True applies to update='increments' only")
+    if mesh is None:
+        batch_axis = None
+    check_mesh(mesh, window, window_axis, batch_axis)
+    return ParallelSampler(sampler, window, tol, scale, update, bool(secant), mesh, window_axis, batch_axis)
+
+
+def _float_fields(state) -> dict:
+    return {f: getattr(state, f) for f in state.__dataclass_fields__
+            if jnp.issubdtype(jnp.asarray(getattr(state, f)).dtype, jnp.inexact)}
+
+
+def _recording_step(step, model_fn):
+    """``(S, k) -> (step(S, k), m)`` with m the step's one model output."""
+    def fn(state, key):
+        outs = []
+
+        def record(x, t):
+            outs.append(model_fn(x, t))
+            return outs[-1]
+
+        new = step(state, key, record)
+        if len(outs) != 1:
+            raise ValueError("a state with fields beyond x needs a sampler with one model call a step "
+                             f"(its model output is replayed); this step made {len(outs)}")
+        return new, outs[0]
+
+    return fn
+
+
+def _replayed(step):
+    """``(S, k, m) -> step(S, k)`` with the model replaced by its recorded output m."""
+    return lambda state, key, m: step(state, key, lambda x, t: m)
+
+
+def _cumulative(base, new, old):
+    return base + jnp.cumsum(new - old, axis=0)
+
+
+def _secant(x, f, memory):
+    """Per point and sample, the secant slope <df, dx> / <dx, dx> of f = step(x).x between this
+    round and the last, clipped to [0, 1]; 1 where the point has no last round or dx = 0."""
+    x_last, f_last, known = memory
+    axes = tuple(range(2, x.ndim))
+    dx, df = x - x_last, f - f_last
+    num, den = jnp.sum(dx * df, axis=axes), jnp.sum(dx * dx, axis=axes)
+    slope = jnp.where(known[:, None] & (den > 0), num / jnp.where(den > 0, den, 1.0), 1.0)
+    return jnp.clip(slope, 0.0, 1.0).reshape(slope.shape + (1,) * (x.ndim - 2)).astype(x.dtype)
+
+
+def _linear_recurrence(base, slope, offset):
+    """x_0 = base, x_{j+1} = slope_j x_j + offset_j for all j at once (associative scan)."""
+    def compose(first, second):
+        return second[0] * first[0], second[0] * first[1] + second[1]
+
+    a, b = jax.lax.associative_scan(compose, (jnp.broadcast_to(slope, offset.shape), offset))
+    return a * base[None] + b
+
+
+def _increments(window, stepped, slope):
+    """Picard: x_{j+1} = slope_j x_j + (step(x_j^old) - slope_j x_j^old) (cumulative increments for
+    slope = 1), integer counters by cumulative increments, other fields from the stepped state."""
+    base = jax.tree.map(lambda a: a[:1], window)
+    prev = jax.tree.map(lambda a: a[:-1], window)
+    leaf = lambda b, new, old: _cumulative(b, new, old) if jnp.issubdtype(new.dtype, jnp.integer) else new
+    x = _linear_recurrence(window.x[0], slope, stepped.x - slope * prev.x)
+    return jax.tree.map(leaf, base, stepped, prev).replace(x=x)
+
+
+def _change(new, old):
+    """(p,) worst mean squared change of the float fields between two windows' points 1..p."""
+    per_field = []
+    for name, a in _float_fields(new).items():
+        d = a[1:] - getattr(old, name)[1:]
+        if name == "x":
+            per_field.append(jax.vmap(control.mean_square)(d))
+        else:
+            per_field.append(jnp.mean(d.reshape(d.shape[0], -1).astype(jnp.float32) ** 2, axis=1))
+    return jnp.max(jnp.stack(per_field), axis=0)
+
+
+def parallel_sample(par: ParallelSampler, model_fn: ModelFn, x, key: PRNGKey | None = None, tol=None):
+    """Run ``par`` from ``x``: returns ``(final_state, ParallelStats)``; the final state matches
+    ``samplers.core.sample(par.sampler, model_fn, x, key)`` to within the tolerance. Jit it with
+    ``jax.jit(parallel_sample, static_argnums=(0, 1))``; ``tol`` (a traced scalar >= 0) overrides
+    ``par.tol`` without recompiling, e.g. to sweep tolerances."""
+    smp, p, update = par.sampler, par.window, par.update
+    n = smp.num_steps
+    if key is None:
+        key = jax.random.PRNGKey(0)
+    init_key, step_key = jax.random.split(key)
+    keys = jax.random.split(step_key, n)
+    state0 = smp.init(x, key=init_key, model_fn=model_fn)
+    history = set(_float_fields(state0)) != {"x"}
+    if history or update == "states":
+        stepper = _recording_step(smp.step, model_fn)
+    else:
+        stepper = lambda s, k: (smp.step(s, k, model_fn), None)
+    stepper = window_map(stepper, par.mesh, par.window_axis, par.batch_axis)
+    replayed = _replayed(smp.step)
+    g2 = jnp.asarray(np.square(par.scale), jnp.float32)
+    tol2 = jnp.square(jnp.asarray(par.tol if tol is None else tol, jnp.float32))
+    offsets = jnp.arange(p + 1, dtype=jnp.int32)
+
+    def at(states, s):
+        """Set each window point's step index i = min(s + j, N)."""
+        return states.replace(i=jnp.minimum(s + offsets, n).astype(states.i.dtype))
+
+    def rebuild(states, inputs, stepped, outputs, ks, memory):
+        """Guesses of points 1..p from the round's stepped states and model outputs, and the
+        (x, step(x).x) pairs the secant slopes of the next round compare with."""
+        start = jax.tree.map(lambda a: a[0], states)
+        pairs = (inputs.x, stepped.x)
+        if update == "jacobi":
+            return stepped, pairs
+        if update == "states":
+            def body(state, xs):
+                new = replayed(state.replace(i=xs[1].i), xs[0], xs[2])
+                return new, new
+
+            return jax.lax.scan(body, start, (ks, inputs, outputs))[1], pairs
+        if history:  # re-step each point from the fields of T_{j-1}, x and its model output unchanged
+            fresh = jax.tree.map(lambda b, t: jnp.concatenate([b[None], t[:-1]]), start, stepped)
+            fresh = fresh.replace(x=inputs.x, i=inputs.i, nfe=inputs.nfe)
+            stepped = jax.vmap(replayed)(fresh, ks, outputs)
+        slope = _secant(inputs.x, stepped.x, memory) if par.secant else jnp.ones((), inputs.x.dtype)
+        return _increments(states, stepped, slope), (inputs.x, stepped.x)
+
+    def body(carry):
+        states, s, rounds, calls, _, positions, memory = carry
+        idx = jnp.minimum(s + offsets[:-1], n - 1)  # step of each evaluated point (clamped past the end)
+        inputs = jax.tree.map(lambda a: a[:-1], states).replace(i=idx.astype(states.i.dtype))
+        stepped, outputs = stepper(inputs, keys[idx])
+        guesses, pairs = rebuild(states, inputs, stepped, outputs, keys[idx], memory)
+        new = at(jax.tree.map(lambda a, g: jnp.concatenate([a[:1], g]), states, guesses), s)
+        inside = s + offsets[1:] <= n  # points 1..p that lie inside the trajectory
+        change = jnp.where(inside, _change(new, states), 0.0)
+        g2_j = g2[idx]
+        calls = calls + jnp.sum(jnp.where(inside, stepped.nfe - inputs.nfe, 0))
+        residual = jnp.max(jnp.sqrt(change / g2_j))
+        shift = control.stride(change <= tol2 * g2_j, n - s)
+        slide = jnp.minimum(offsets + shift, p)  # slid window; new points start from the last known state
+        states = at(jax.tree.map(lambda a: a[slide], new), s + shift)
+        positions = positions.at[rounds].set(s)
+        kept = offsets[:-1] + shift  # evaluated points that stay in the window, at their new places
+        memory = (pairs[0][jnp.minimum(kept, p - 1)], pairs[1][jnp.minimum(kept, p - 1)], kept < p)
+        return states, s + shift, rounds + 1, calls, residual, positions, memory
+
+    states = at(jax.tree.map(lambda a: jnp.broadcast_to(a, (p + 1,) + a.shape), state0), jnp.int32(0))
+    zero = jnp.zeros((), jnp.int32)
+    memory = (states.x[:-1], states.x[:-1], jnp.zeros((p,), bool))
+    carry = (states, zero, zero, zero, jnp.zeros((), jnp.float32), jnp.full((n,), -1, jnp.int32), memory)
+    states, _, rounds, calls, residual, positions, _ = jax.lax.while_loop(lambda c: c[1] < n, body, carry)
+    final = jax.tree.map(lambda a: a[0], states)
+    return replicate((final, ParallelStats(rounds, calls, residual, positions)), par.mesh)

@@ -1,0 +1,140 @@
+"""Time-parallel sampling (samplers/parallel/picard.py): parity with the sequential sampler,
+statistics, speed-up and build-time checks, on one device."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from models.analytic import random_mixture
+from samplers import schedules
+from samplers.core import sample
+from samplers.grids import time_grid
+from samplers.ode.ddim import ddim
+from samplers.ode.dpm_solver import dpm_solver_pp
+from samplers.ode.rk import euler, heun
+from samplers.ode.unipc import unipc
+from samplers.parallel import parallel_sample, step_scale, time_parallel, window_mesh
+from samplers.sde.ancestral import ddpm, ddpm_coefficients
+
+N = 24
+SCH = schedules.vp_linear()
+GRID = time_grid(SCH, N, "logsnr")
+KARRAS = time_grid(SCH, N, "karras")
+GMM = random_mixture(dim=8, num_components=3, seed=3)
+MODEL = GMM.model_fn(SCH, "eps")
+DDPM_NOISE = ddpm_coefficients((GRID.alpha[:-1], GRID.sigma[:-1], GRID.lam[:-1]),
+                               (GRID.alpha[1:], GRID.sigma[1:], GRID.lam[1:]))[2]
+
+# name: (sampler, scale g, update rule, secant)
+CASES = {
+    "ddim": (lambda: ddim(SCH, GRID), lambda: step_scale(GRID), "increments", False),
+    "euler": (lambda: euler(SCH, KARRAS), lambda: step_scale(KARRAS), "increments", False),
+    "heun-secant": (lambda: heun(SCH, KARRAS), lambda: step_scale(KARRAS), "increments", True),
+    "dpm2m": (lambda: dpm_solver_pp(SCH, GRID, 2), lambda: step_scale(GRID), "increments", False),
+    "unipc": (lambda: unipc(SCH, GRID), lambda: step_scale(GRID), "states", False),
+    "ddpm": (lambda: ddpm(SCH, GRID), lambda: step_scale(GRID, DDPM_NOISE), "increments", False),
+    "dpm2m-secant": (lambda: dpm_solver_pp(SCH, GRID, 2), lambda: step_scale(GRID), "increments", True),
+    "ddpm-jacobi": (lambda: ddpm(SCH, GRID), lambda: step_scale(GRID, DDPM_NOISE), "jacobi", False),
+}
+run = jax.jit(parallel_sample, static_argnums=(0, 1))
+sequential = jax.jit(sample, static_argnums=(0, 1))
+
+
+@functools.cache
+def case(name, window=8, tol=1e-6):
+    """(sampler, its time-parallel driver), built once so that jit caches are shared by tests."""
+    build, scale, update, secant = CASES[name]
+    smp = build()
+    return smp, time_parallel(smp, window, tol, scale(), update=update, secant=secant)
+
+
+def start():
+    return jax.random.normal(jax.random.PRNGKey(0), (4, 8)), jax.random.PRNGKey(11)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_tiny_tolerance_equals_sequential(name):
+    smp, par = case(name)
+    x, key = start()
+    ref = sequential(smp, MODEL, x, key)
+    out, stats = run(par, MODEL, x, key)
+    assert float(jnp.max(jnp.abs(out.x - ref.x))) < 1e-5
+    assert int(out.nfe) == int(ref.nfe) == smp.nfe
+    rounds = int(stats.rounds)
+    assert 1 <= rounds <= N
+    pos = np.asarray(stats.positions)
+    assert pos[0] == 0 and np.all(np.diff(pos[:rounds]) > 0) and np.all(pos[rounds:] == -1)
+    # every round evaluates at most the window's steps, at least one
+    per_step = 2 if name.startswith("heun") else 1
+    assert rounds <= int(stats.model_calls) <= rounds * 8 * per_step
+    assert np.isfinite(float(stats.residual))
+
+
+def test_stochastic_key_matters():
+    """DDPM's noise comes from the per-step keys of sample(): another key, another sample."""
+    _, par = case("ddpm")
+    x, key = start()
+    a, _ = run(par, MODEL, x, key)
+    b, _ = run(par, MODEL, x, jax.random.PRNGKey(12))
+    assert float(jnp.max(jnp.abs(a.x - b.x))) > 1e-2
+
+
+def test_loose_tolerance_saves_rounds():
+    smp, par = case("ddim", 12, 0.01)
+    x, key = start()
+    ref = sequential(smp, MODEL, x, key).x
+    out, stats = run(par, MODEL, x, key)
+    rel = float(jnp.sqrt(jnp.mean((out.x - ref) ** 2) / jnp.mean(ref**2)))
+    assert int(stats.rounds) <= N // 2, int(stats.rounds)
+    assert rel < 1e-3, rel
+
+
+def test_zero_tolerance_and_window_one_are_sequential():
+    smp = euler(SCH, KARRAS)
+    x, key = start()
+    ref = sequential(smp, MODEL, x, key).x
+    out, stats = run(time_parallel(smp, 1, 0.0), MODEL, x, key)
+    assert int(stats.rounds) == N and int(stats.model_calls) == N
+    assert float(jnp.max(jnp.abs(out.x - ref))) < 1e-5
+
+
+def test_single_device_mesh_runs():
+    smp, par = case("ddim")
+    x, key = start()
+    plain, _ = run(par, MODEL, x, key)
+    meshed, _ = run(par._replace(mesh=window_mesh(), batch_axis="batch"), MODEL, x, key)
+    assert float(jnp.max(jnp.abs(plain.x - meshed.x))) < 1e-6
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(window=0, tol=0.1), "window"),
+    (dict(window=N + 1, tol=0.1), "window"),
+    (dict(window=2.5, tol=0.1), "window"),
+    (dict(window=4, tol=-1e-3), "tol"),
+    (dict(window=4, tol=float("nan")), "tol"),
+    (dict(window=4, tol=0.1, scale=np.ones(N - 1)), "scale"),
+    (dict(window=4, tol=0.1, scale=-np.ones(N)), "scale"),
+    (dict(window=4, tol=0.1, update="newton"), "update"),
+    (dict(window=4, tol=0.1, update="states", secant=True), "secant"),
+    (dict(window=4, tol=0.1, mesh="cpu"), "mesh"),
+    (dict(window=4, tol=0.1, mesh=window_mesh(), window_axis="time"), "window_axis"),
+])
+def test_bad_input_is_a_build_time_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        time_parallel(ddim(SCH, GRID), **kwargs)
+
+
+def test_states_update_needs_one_model_call_a_step():
+    x, key = start()
+    with pytest.raises(ValueError, match="one model call"):
+        run(time_parallel(heun(SCH, KARRAS), 4, 0.1, update="states"), MODEL, x, key)
+
+
+def test_step_scale():
+    np.testing.assert_allclose(step_scale(GRID), GRID.sigma[:-1])
+    g = step_scale(GRID, np.concatenate([np.full(N - 1, 0.5), [0.0]]))
+    assert g[-1] == 0.5
+    with pytest.raises(ValueError, match="noise"):
+        step_scale(GRID, np.zeros(N))
