@@ -78,20 +78,25 @@ class Schedule:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class VPLinear(Schedule):
-    beta_min: float = 0.1
-    beta_max: float = 20.0
+class VP(Schedule):
+    """Variance-preserving: alpha^2 + sigma^2 = 1, so log sigma = log(1 - alpha^2) / 2."""
 
     @property
     def is_vp(self):
         return True
 
-    def log_alpha(self, t):
-        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
-
     def log_sigma(self, t):
         xp = xp_of(t)
         return 0.5 * xp.log(-xp.expm1(2.0 * self.log_alpha(t)))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class VPLinear(VP):
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+
+    def log_alpha(self, t):
+        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
     def t_from_lambda(self, lam):
         xp = xp_of(lam)
@@ -101,12 +106,8 @@ class VPLinear(Schedule):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class VPCosine(Schedule):
+class VPCosine(VP):
     s: float = 0.008
-
-    @property
-    def is_vp(self):
-        return True
 
     def _log_f(self, t):
         xp = xp_of(t)
@@ -114,10 +115,6 @@ class VPCosine(Schedule):
 
     def log_alpha(self, t):
         return self._log_f(t) - self._log_f(0.0 * t)
-
-    def log_sigma(self, t):
-        xp = xp_of(t)
-        return 0.5 * xp.log(-xp.expm1(2.0 * self.log_alpha(t)))
 
     def t_from_lambda(self, lam):
         xp = xp_of(lam)
@@ -127,12 +124,8 @@ class VPCosine(Schedule):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class VPDiscrete(Schedule):
+class VPDiscrete(VP):
     log_alphas: Any = None  # 0.5 * log(alphas_cumprod), shape (N,)
-
-    @property
-    def is_vp(self):
-        return True
 
     @property
     def num_train_timesteps(self) -> int:
@@ -142,10 +135,6 @@ class VPDiscrete(Schedule):
         xp = xp_of(t)
         grid = xp.arange(len(self.log_alphas), dtype=xp.asarray(t).dtype if xp is jnp else np.float64)
         return xp.interp(t, grid, xp.asarray(self.log_alphas))
-
-    def log_sigma(self, t):
-        xp = xp_of(t)
-        return 0.5 * xp.log(-xp.expm1(2.0 * self.log_alpha(t)))
 
     def t_from_lambda(self, lam):
         xp = xp_of(lam)
