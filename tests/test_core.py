@@ -197,3 +197,22 @@ def test_nfe_counts_real_model_calls(name):
     with jax.disable_jit():
         out = sample(smp, counted, jnp.ones((3, 2)))
     assert len(calls) == int(out.nfe) <= smp.nfe <= 12
+
+
+def test_classifier_free_guidance_and_thresholding():
+    calls = []
+
+    def model(x, t, c):  # a conditional "model": its output depends on the label c
+        calls.append(x.shape[0])
+        return x * t + c[:, None]
+
+    x = jnp.arange(6.0).reshape(3, 2)
+    cond, uncond = jnp.array([1.0, 2.0, 3.0]), jnp.zeros(3)
+    out = param.classifier_free_guidance(model, 3.0, cond, uncond)(x, 0.5)
+    u, c = x * 0.5, x * 0.5 + cond[:, None]
+    assert np.allclose(out, u + 3.0 * (c - u))
+    assert calls == [6], "guidance must be one batched call"
+    x0 = jnp.array([[0.5, -3.0, 2.0, 0.1], [0.2, 0.3, -0.4, 0.1]])
+    th = param.dynamic_threshold(x0, ratio=1.0, max_value=2.0)
+    assert np.allclose(th[0], jnp.clip(x0[0], -2.0, 2.0) / 2.0)  # s = min(max|x0|, max_value)
+    assert np.allclose(th[1], x0[1])  # s clamps at 1: inside [-1, 1] nothing changes
