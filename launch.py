@@ -1,13 +1,18 @@
 """The user-facing entry point: ``python launch.py --config=configs/X.py [--config.a.b=value ...] [--workdir=DIR]``.
 
 The config (an ``ml_collections`` ConfigDict file; any field can be overridden on the
-command line) names a ``mode``; ``MODES[mode]`` is a ``Job(check, run)``: ``check(config)``
+command line) names a ``mode``; the job is a ``Job(check, run)`` of ``GMM_MODES`` (configs
+with a ``gmm`` section) or ``TRAIN_MODES`` (``train``/``sample``/``eval`` of a network): ``check(config)``
 validates every field up front (a ``ValueError`` naming the field and its allowed values,
 before any work starts), ``run(config, workdir)`` does the work and writes its outputs.
 The resolved config is saved as ``workdir/config.json``.
 
 Modes:
-* ``sample`` -- ``sample_gmm``: an analytic Gaussian mixture sampled by one solver, and a
+* ``train`` / ``sample`` / ``eval`` -- ``train.jobs`` (configs/digits.py, configs/dpm_cifar.py):
+  train a network with checkpoints and exact resume, sample it with any solver x NFE (PNG
+  grids + .npz), evaluate it (sliced Wasserstein, MMD, FID); multi-host with
+  ``--coordinator_address --num_processes --process_id``.
+* ``sample`` of a ``gmm`` config -- ``sample_gmm``: an analytic Gaussian mixture sampled by one solver, and a
   solver x NFE table of RMS errors against the exact probability-flow ODE solution and of
   the exact log-likelihood of the samples (configs/gmm.py).
 """
@@ -32,10 +37,16 @@ from samplers.grids import FINALS, SPACINGS
 from samplers.ode.common import check_choice
 from samplers.param import PREDICTIONS
 from samplers.schedules import SCHEDULES, get_schedule
+from train import distributed as train_distributed
+from train import jobs as train_jobs
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/*.py); override any field with --config.<field>=<value>.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: ./workdir/<config file name>).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (or JAX_COORDINATOR_ADDRESS, MASTER_ADDR/MASTER_PORT)")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "number of processes (or JAX_NUM_PROCESSES / WORLD_SIZE)")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index (or JAX_PROCESS_ID / RANK)")
 
 
 class Job(NamedTuple):
@@ -175,29 +186,33 @@ def sample_gmm(config: ConfigDict, workdir: str) -> dict:
     return {"rms_error": chosen["rms"], "nfe": chosen["nfe"], "samples": chosen["samples"], "table": rows}
 
 
-MODES: dict[str, Job] = {
-    "sample": Job(check_gmm, sample_gmm),
-}
+# analytic-model jobs (configs with a ``gmm`` section) and the train/sample/eval jobs of a network
+GMM_MODES: dict[str, Job] = {"sample": Job(check_gmm, sample_gmm)}
+TRAIN_MODES: dict[str, Job] = {mode: Job(train_jobs.validate, fn) for mode, fn in train_jobs.MODES.items()}
 
 
 # -- entry point ------------------------------------------------------------------------------
 
 
-def check(config: ConfigDict) -> Job:
-    """The config's job, after validating its mode and every field (no work is done)."""
-    check_choice("config.mode", config.get("mode"), sorted(MODES))
-    job = MODES[config.mode]
-    job.check(config)
-    return job
+def check(config: ConfigDict) -> tuple[Job, ConfigDict]:
+    """The config's job and its resolved config, after validating the mode and every field
+    (no work is done)."""
+    modes = GMM_MODES if "gmm" in config else TRAIN_MODES
+    check_choice("config.mode", config.get("mode"), sorted(modes))
+    job = modes[config.mode]
+    resolved = job.check(config)
+    return job, (config if resolved is None else resolved)
 
 
 def run(config: ConfigDict, workdir: str) -> dict:
-    """Validate ``config``, then create ``workdir``, save the resolved config there and run the job."""
-    job = check(config)
+    """Validate ``config``, then create ``workdir``, save the resolved config there (process 0
+    only) and run the job."""
+    job, resolved = check(config)
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    print(f"mode {config.mode!r}, workdir {workdir}\n{config}", flush=True)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(resolved.to_json_best_effort(indent=2, sort_keys=True))
+        print(f"mode {config.mode!r}, workdir {workdir}\n{resolved}", flush=True)
     return job.run(config, workdir)
 
 
@@ -206,6 +221,7 @@ def main(argv) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if _CONFIG.value is None:
         raise app.UsageError("--config=configs/<name>.py is required")
+    train_distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     name = Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem
     run(_CONFIG.value, _WORKDIR.value or os.path.join("workdir", name))
 

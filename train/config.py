@@ -1,0 +1,280 @@
+"""The config schema of the train / sample / eval jobs, its defaults, and up-front validation.
+
+``defaults()`` is the whole schema: every field a job reads, with its default.
+``resolve(config)`` fills the fields a config file leaves out; ``validate(config)``
+raises ``ValueError`` naming the field for an unknown field or a bad value (it
+builds the schedule, objective, optimiser, network shapes and every requested
+sampler, so nothing fails later for a reason visible now). Free-form sections
+(``model.kwargs``, ``schedule.kwargs``, ``data.kwargs``) are checked by building
+what they configure.
+
+Sections: ``mode``, ``seed``, ``model {name, kwargs}``, ``schedule {name, kwargs}``,
+``predicts``, ``sampler {name, nfe, spacing, final, num_samples, batch_size,
+use_ema}`` (``name``/``nfe``: one value or a tuple; every pair is run),
+``data {name, kwargs, dir, random_flip}``, ``train {... , loss {...}}``,
+``eval {num_samples, metrics, inception_weights, swd_projections}``.
+"""
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+from ml_collections import ConfigDict, config_dict
+
+from samplers import registry
+from samplers.grids import FINALS, SPACINGS
+from samplers.ode.common import check_choice
+from samplers.param import check_prediction
+from samplers.schedules import SCHEDULES, Schedule, get_schedule
+from train import data as data_lib
+from train.losses import Objective, objective_from_config
+from train.nets import Network, build_network as network_from_name
+from train.optim import make_optimizer
+
+MODES = ("train", "sample", "eval")
+METRICS = ("swd", "mmd2", "fid", "log_likelihood")
+FREE_FORM = ("model.kwargs", "schedule.kwargs", "data.kwargs")
+
+
+def defaults() -> ConfigDict:
+    """The full schema with default values (the digits recipe at toy size)."""
+    c = ConfigDict()
+    c.mode = "train"
+    c.seed = 0
+    c.model = ConfigDict({"name": "mlp", "kwargs": ConfigDict()})
+    c.schedule = ConfigDict({"name": "vp_linear", "kwargs": ConfigDict()})
+    c.predicts = "eps"
+
+    c.sampler = ConfigDict()
+    c.sampler.name = ("ddim",)  # registry names (a bare string is taken as one)
+    c.sampler.nfe = (20,)  # model-call budgets (a bare int is taken as one)
+    c.sampler.spacing = config_dict.placeholder(str)  # None: each solver's default
+    c.sampler.final = config_dict.placeholder(str)  # None | "zero" | "last"
+    c.sampler.num_samples = 64  # images written by `sample`
+    c.sampler.batch_size = 512  # samples generated per call (sample and eval)
+    c.sampler.use_ema = True
+
+    c.data = ConfigDict()
+    c.data.name = "digits"
+    c.data.kwargs = ConfigDict()  # e.g. n, seed, dim, num_components, mixture_seed for gmm
+    c.data.dir = "data"  # where cifar10 lives (archive or extracted folder)
+    c.data.random_flip = False
+
+    c.train = ConfigDict()
+    c.train.num_steps = 2000
+    c.train.batch_size = 128  # global, over every device of every process
+    c.train.optimizer = "adam"
+    c.train.lr = 1e-3
+    c.train.b1 = 0.9
+    c.train.b2 = 0.999
+    c.train.eps = 1e-8
+    c.train.weight_decay = 0.0
+    c.train.warmup_steps = 0
+    c.train.lr_schedule = "constant"
+    c.train.grad_clip = 1.0  # global-norm clip; 0 = none
+    c.train.ema_decay = 0.999
+    c.train.ema_warmup = True
+    c.train.log_every = 50
+    c.train.checkpoint_every = 1000
+    c.train.keep_checkpoints = 3
+    c.train.loss = ConfigDict()
+    c.train.loss.time_sampling = "uniform"  # | "lognormal"
+    c.train.loss.t_lo = config_dict.placeholder(float)  # None: the schedule's t_min
+    c.train.loss.t_hi = config_dict.placeholder(float)  # None: the schedule's t_max
+    c.train.loss.p_mean = -1.2
+    c.train.loss.p_std = 1.2
+    c.train.loss.weighting = "none"  # | "edm"
+    c.train.loss.precond = "none"  # | "edm"
+    c.train.loss.sigma_data = 0.5
+
+    c.eval = ConfigDict()
+    c.eval.num_samples = 1000
+    c.eval.metrics = ("swd", "mmd2")
+    c.eval.inception_weights = ""  # pt_inception-2015-12-05 .pth file (or its directory); needed by "fid"
+    c.eval.swd_projections = 512
+    return c
+
+
+# -- merging and unknown fields -------------------------------------------------------------------
+
+def _as_dict(config) -> dict:
+    return config.to_dict() if isinstance(config, ConfigDict) else dict(config)
+
+
+def _merge(base: dict, over: dict, path: str) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        where = f"{path}.{key}" if path else key
+        if key not in base:
+            if path in FREE_FORM:
+                out[key] = value
+                continue
+            raise ValueError(f"unknown config field {where!r}; fields here are {sorted(base)}")
+        if isinstance(base[key], dict) and where not in FREE_FORM:
+            if not isinstance(value, dict):
+                raise ValueError(f"config field {where!r} must be a section with fields {sorted(base[key])}")
+            out[key] = _merge(base[key], value, where)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve(config) -> ConfigDict:
+    """``config`` with every field it leaves out taken from ``defaults()``; unknown fields are a ValueError.
+
+    ``schedule`` may also be given as a bare name and ``model`` likewise.
+    """
+    user = _as_dict(config)
+    for section in ("schedule", "model"):
+        if isinstance(user.get(section), str):
+            user[section] = {"name": user[section], "kwargs": {}}
+    return ConfigDict(_merge(defaults().to_dict(), user, ""))
+
+
+# -- value checks ------------------------------------------------------------------------------------
+
+def _int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _float(name: str, value, lo: float | None = None, hi: float | None = None, open_lo: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or (lo is not None and (value <= lo if open_lo else value < lo)) or \
+            (hi is not None and value > hi):
+        rng = f"{'(' if open_lo else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise ValueError(f"{name} must lie in {rng}, got {value!r}")
+    return value
+
+
+def _bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def as_tuple(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def solvers(config) -> list[tuple[str, int]]:
+    """Every (sampler name, NFE) pair the config asks for."""
+    return [(n, int(f)) for n in as_tuple(config.sampler.name) for f in as_tuple(config.sampler.nfe)]
+
+
+def build_schedule(config) -> Schedule:
+    try:
+        return get_schedule(config.schedule.name, **dict(config.schedule.kwargs))
+    except TypeError as err:
+        raise ValueError(f"schedule.kwargs do not fit schedule {config.schedule.name!r}: {err}") from err
+
+
+def event_shape(config) -> tuple[int, ...]:
+    """The shape of one example of ``config.data`` (without loading CIFAR-10)."""
+    name, kw = config.data.name, dict(config.data.kwargs)
+    if name == "cifar10":
+        return (32, 32, 3)
+    if name == "digits":
+        return (8, 8, 1)
+    if name == "gmm":
+        return (int(kw.get("dim", 2)),)
+    return (2,)
+
+
+def build_network(config) -> Network:
+    """The network of ``config.model`` for ``config.data``; a ValueError if the kwargs do not fit the data."""
+    net = network_from_name(config.model.name, dict(config.model.kwargs), event_shape(config))
+    try:
+        net.param_shapes()
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"model {config.model.name!r} with kwargs {dict(config.model.kwargs)} does not fit data "
+                         f"of shape {event_shape(config)}: {err}") from err
+    return net
+
+
+def build_objective(config, schedule: Schedule | None = None) -> Objective:
+    return objective_from_config(schedule or build_schedule(config), config.predicts, config.train.loss)
+
+
+def validate(config) -> ConfigDict:
+    """The resolved ``config`` after checking every field; a ValueError names the first bad one."""
+    config = resolve(config)
+    check_choice("mode", config.mode, MODES)
+    _int("seed", config.seed, 0)
+    check_choice("schedule.name", config.schedule.name, sorted(SCHEDULES))
+    schedule = build_schedule(config)
+    check_prediction(config.predicts)
+
+    d = config.data
+    check_choice("data.name", d.name, data_lib.DATASETS)
+    _bool("data.random_flip", d.random_flip)
+    if d.name not in ("cifar10", "digits"):
+        try:
+            data_lib.load(d.name, "train", **{**dict(d.kwargs), "n": 2})
+        except TypeError as err:
+            raise ValueError(f"data.kwargs do not fit data set {d.name!r}: {err}") from err
+    if d.random_flip and d.name not in ("cifar10", "digits"):
+        raise ValueError(f"data.random_flip needs image data, got data.name={d.name!r}")
+    if d.name == "cifar10" and config.mode in ("train", "eval"):
+        if not (os.path.isfile(os.path.join(d.dir, data_lib.CIFAR10_ARCHIVE))
+                or os.path.isdir(os.path.join(d.dir, data_lib.CIFAR10_FOLDER))):
+            raise ValueError(str(data_lib.missing_cifar_error(d.dir)))
+
+    build_network(config)
+
+    t = config.train
+    for name in ("num_steps", "batch_size", "log_every", "checkpoint_every"):
+        _int(f"train.{name}", t[name])
+    _int("train.warmup_steps", t.warmup_steps, 0)
+    if t.keep_checkpoints is not None:
+        _int("train.keep_checkpoints", t.keep_checkpoints)
+    _float("train.lr", t.lr, 0.0, open_lo=True)
+    _float("train.b1", t.b1, 0.0, 1.0)
+    _float("train.b2", t.b2, 0.0, 1.0)
+    _float("train.eps", t.eps, 0.0, open_lo=True)
+    _float("train.weight_decay", t.weight_decay, 0.0)
+    _float("train.grad_clip", t.grad_clip, 0.0)
+    _float("train.ema_decay", t.ema_decay, 0.0, 1.0)
+    if t.ema_decay >= 1.0:
+        raise ValueError(f"train.ema_decay must be < 1, got {t.ema_decay!r}")
+    _bool("train.ema_warmup", t.ema_warmup)
+    make_optimizer(t)
+    build_objective(config, schedule)
+
+    s = config.sampler
+    if not as_tuple(s.name) or not as_tuple(s.nfe):
+        raise ValueError("sampler.name and sampler.nfe must each give at least one value")
+    for name in as_tuple(s.name):
+        check_choice("sampler.name", name, registry.names())
+    for nfe in as_tuple(s.nfe):
+        _int("sampler.nfe", nfe)
+    check_choice("sampler.spacing", s.spacing, (None,) + SPACINGS)
+    check_choice("sampler.final", s.final, FINALS)
+    _int("sampler.num_samples", s.num_samples)
+    _int("sampler.batch_size", s.batch_size)
+    _bool("sampler.use_ema", s.use_ema)
+    for name, nfe in solvers(config):
+        registry.build(name, schedule, nfe, config.predicts, spacing=s.spacing, final=s.final)
+
+    e = config.eval
+    _int("eval.num_samples", e.num_samples, 2)
+    _int("eval.swd_projections", e.swd_projections)
+    for m in as_tuple(e.metrics):
+        check_choice("eval.metrics", m, METRICS)
+    if "fid" in as_tuple(e.metrics):
+        if d.name != "cifar10":
+            raise ValueError(f"eval.metrics 'fid' needs data.name='cifar10', got {d.name!r}")
+    if "fid" in as_tuple(e.metrics) and config.mode == "eval":
+        from models.inception import FID_WEIGHTS_URL
+
+        if not e.inception_weights or not os.path.exists(e.inception_weights):
+            raise ValueError(f"eval.metrics 'fid' needs eval.inception_weights, the path of pytorch-fid's Inception "
+                             f"weights (or their directory); nothing at {e.inception_weights!r}. Download them from "
+                             f"{FID_WEIGHTS_URL}")
+    if "log_likelihood" in as_tuple(e.metrics) and d.name != "gmm":
+        raise ValueError(f"eval.metrics 'log_likelihood' is exact for data.name='gmm' only, got {d.name!r}")
+    return config
