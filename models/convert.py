@@ -52,6 +52,16 @@ _REQUIRED = dict(
 )
 _OLD_ATTENTION_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
+# config.json of google/ddpm-cifar10-32 (Ho et al. 2020's CIFAR-10 model in diffusers).
+DDPM_CIFAR10 = dict(
+    sample_size=32, in_channels=3, out_channels=3, layers_per_block=2, block_out_channels=(128, 256, 256, 256),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    attention_head_dim=None, downsample_padding=0, flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6,
+    norm_num_groups=32, time_embedding_type="positional", center_input_sample=False, act_fn="silu",
+    mid_block_scale_factor=1,
+)
+
 
 def _fail(path: str, message: str):
     raise ValueError(f"{path}: {message}")

@@ -15,19 +15,10 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from models.common import model_fn, param_shapes  # noqa: E402
-from models.convert import load_diffusers_unet, unet_kwargs_from_diffusers  # noqa: E402
+from models.convert import DDPM_CIFAR10, load_diffusers_unet, unet_kwargs_from_diffusers  # noqa: E402
 from models.mlp import param_count  # noqa: E402
 from models.unet import UNet, ddpm_cifar10  # noqa: E402
 
-# config.json of google/ddpm-cifar10-32 (Ho et al. 2020's CIFAR-10 model in diffusers).
-DDPM_CIFAR10 = dict(
-    sample_size=32, in_channels=3, out_channels=3, layers_per_block=2, block_out_channels=(128, 256, 256, 256),
-    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-    attention_head_dim=None, downsample_padding=0, flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6,
-    norm_num_groups=32, time_embedding_type="positional", center_input_sample=False, act_fn="silu",
-    mid_block_scale_factor=1,
-)
 TINY = {**DDPM_CIFAR10, "block_out_channels": (16, 32, 32, 32), "norm_num_groups": 8}
 # Other options of UNet2DModel our UNet expresses: multi-head attention, symmetric downsampling
 # padding, cos-first embedding, its own embedding width, no mid attention, out != in channels.
