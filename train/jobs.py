@@ -167,13 +167,18 @@ def save_samples(x: np.ndarray, image: bool, path_stem: str, title: str, nfe: in
 
 # -- sample ----------------------------------------------------------------------------------------
 
-def sample(config, workdir: str) -> dict:
-    """Write samples of every solver x NFE of ``config.sampler`` from ``workdir``'s latest checkpoint."""
+def _restored(config, workdir: str):
+    """(validated config, network, checkpoint step, sample generator) from ``workdir``'s latest checkpoint."""
     config = validate(config)
     mesh = distributed.make_mesh()
     network = build_network(config)
     params, step = load_params(config, workdir, mesh)
-    gen = generator(config, network, params, mesh)
+    return config, network, step, generator(config, network, params, mesh)
+
+
+def sample(config, workdir: str) -> dict:
+    """Write samples of every solver x NFE of ``config.sampler`` from ``workdir``'s latest checkpoint."""
+    config, network, step, gen = _restored(config, workdir)
     image = len(network.event_shape) == 3
     out_dir = os.path.join(workdir, SAMPLES_DIR)
     os.makedirs(out_dir, exist_ok=True)
@@ -278,11 +283,7 @@ def _table(rows: list[dict], metric: str) -> str:
 
 def evaluate(config, workdir: str) -> dict:
     """Metrics of every solver x NFE against held-out data; ``eval.csv``, one plot and table per metric."""
-    config = validate(config)
-    mesh = distributed.make_mesh()
-    network = build_network(config)
-    params, step = load_params(config, workdir, mesh)
-    gen = generator(config, network, params, mesh)
+    config, network, step, gen = _restored(config, workdir)
     fns = metric_fns(config, workdir)
     d = config.data
     held_out = data_lib.load(d.name, "test", d.dir, **dict(d.kwargs))
