@@ -19,6 +19,7 @@ from typing import Any, Callable, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 Array = jax.Array
@@ -87,3 +88,18 @@ def sample(
 def take(table, i: Array, dtype) -> Array:
     """Row ``i`` of a numpy coefficient table, as a JAX array of ``dtype``."""
     return jnp.asarray(table)[i].astype(dtype)
+
+
+def take_rows(i: Array, dtype, *tables) -> list[Array]:
+    """Row ``i`` of each numpy table (leading axis: the step), all read by one gather from one
+    packed constant -- a step's coefficients cost one small dynamic slice, not one each."""
+    n = np.shape(tables[0])[0]
+    flat = np.concatenate([np.asarray(t, np.float64).reshape(n, -1) for t in tables], axis=1)
+    row = jnp.asarray(flat, dtype)[i]
+    out, start = [], 0
+    for t in tables:
+        shape = np.shape(t)[1:]
+        size = int(np.prod(shape, dtype=int))
+        out.append(row[start:start + size].reshape(shape))
+        start += size
+    return out

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import jax.numpy as jnp
-
 from samplers.grids import TimeGrid
 from samplers.param import as_prediction, check_prediction, dynamic_threshold
 from samplers.schedules import Schedule
@@ -59,6 +57,7 @@ def predictor(schedule: Schedule, predicts: str, space: str, thresholding: dict 
     return wrap
 
 
-def combine(coefs, stack):
-    """sum_k coefs[k] * stack[k] over the leading axis."""
-    return jnp.tensordot(coefs.astype(stack.dtype), stack, axes=1)
+def combine(coefs, terms):
+    """sum_k coefs[k] * terms[k] for a short sequence (or stacked array) of terms, unrolled so
+    that it fuses with the step's other element-wise work (no matrix-product kernel)."""
+    return sum(coefs[k].astype(terms[k].dtype) * terms[k] for k in range(len(terms)))

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from samplers.core import Sampler, take
+from samplers.core import Sampler, take, take_rows
 from samplers.grids import TimeGrid
 from samplers.ode.common import combine
 
@@ -33,8 +33,8 @@ class MultistepState:
     x: jax.Array
     i: jax.Array
     nfe: jax.Array
-    hist: jax.Array  # (K, *x.shape) past model outputs, most recent first
-    x_prev: jax.Array  # x_{i-1}, the base point of the corrector
+    hist: jax.Array | None  # past model outputs, most recent first: K-1 of them (K with a corrector)
+    x_prev: jax.Array | None  # x_{i-1}, the base point of the corrector (None without one)
 
 
 def linear_multistep(
@@ -48,31 +48,42 @@ def linear_multistep(
     """A ``Sampler`` from coefficient tables A (N,), B (N, K), an optional
     corrector (Ac (N,), C (N, K), cn (N,)) and optional noise scales g (N,).
     A corrector row with Ac = 0, C = 0 and cn = 0 means "no correction at this
-    step" (x_i is kept)."""
+    step" (x_i is kept). The state carries only what later steps read: K-1 past
+    outputs (K and x_{i-1} with a corrector), so DDIM's state is x alone."""
     n, k = B.shape
     if A.shape != (n,) or n != grid.num_steps:
         raise ValueError("coefficient tables must have one row per step of the grid")
     t = grid.t[:-1]
+    tables = (A, B)
     if corrector is not None:
-        Ac, C, cn = corrector
-        active = (Ac != 0) | np.any(C != 0, axis=1) | (cn != 0)
+        tables += tuple(corrector)
+        active = (corrector[0] != 0) | np.any(corrector[1] != 0, axis=1) | (corrector[2] != 0)
+    if noise is not None:
+        tables += (noise,)
+    depth = k if corrector is not None else k - 1
 
     def init(x, key=None, model_fn=None):
         del key, model_fn
         z = jnp.zeros((), jnp.int32)
-        return MultistepState(x=x, i=z, nfe=z, hist=jnp.zeros((k,) + x.shape, x.dtype), x_prev=x)
+        hist = jnp.zeros((depth,) + x.shape, x.dtype) if depth else None
+        return MultistepState(x=x, i=z, nfe=z, hist=hist, x_prev=x if corrector is not None else None)
 
     def step(state, key, model_fn):
         x, i, dt = state.x, state.i, state.x.dtype
         m = wrap_model(model_fn)(x, take(t, i, dt))
+        a, b, *rest = take_rows(i, dt, *tables)
+        past = [] if state.hist is None else [state.hist[j] for j in range(depth)]
         if corrector is not None:
-            xc = take(Ac, i, dt) * state.x_prev + combine(take(C, i, dt), state.hist) + take(cn, i, dt) * m
+            ac, c, cn = rest[:3]
+            xc = ac * state.x_prev + combine(c, past) + cn * m
             x = jnp.where(take(active, i, bool), xc, x)
-        hist = jnp.concatenate([m[None], state.hist[:-1]], axis=0)
-        x_next = take(A, i, dt) * x + combine(take(B, i, dt), hist)
+        hist = [m] + past[:k - 1]
+        x_next = a * x + combine(b, hist)
         if noise is not None:
-            x_next = x_next + take(noise, i, dt) * jax.random.normal(key, x.shape, dt)
-        return MultistepState(x=x_next, i=i + 1, nfe=state.nfe + 1, hist=hist, x_prev=x)
+            x_next = x_next + rest[-1] * jax.random.normal(key, x.shape, dt)
+        return MultistepState(x=x_next, i=i + 1, nfe=state.nfe + 1,
+                              hist=jnp.stack(hist[:depth]) if depth else None,
+                              x_prev=x if corrector is not None else None)
 
     return Sampler(init=init, step=step, num_steps=n, nfe=n)
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplers.core import BasicState, Sampler, basic_init, take
+from samplers.core import BasicState, Sampler, basic_init, take, take_rows
 from samplers.ode.common import combine
 
 
@@ -46,21 +46,18 @@ def explicit_stages(
 
     def step(state: BasicState, key, model_fn):
         x, i, dt = state.x, state.i, state.x.dtype
+        ts, ain, bin_, aout, cout, *pre = take_rows(i, dt, t_stage, a_in, b_in, a_out, c_out, *(pre_noise or ()))
         if pre_noise is not None:
-            x = take(pre_noise[0], i, dt) * x + take(pre_noise[1], i, dt) * jax.random.normal(key, x.shape, dt)
+            x = pre[0] * x + pre[1] * jax.random.normal(key, x.shape, dt)
         fn = wrap_model(model_fn)
         ms = []
         for s in range(s_count):
-            ts = take(t_stage[:, s], i, dt)
-            if s == 0:
-                u = x
-            else:
-                u = take(a_in[:, s], i, dt) * x + combine(take(b_in[:, s, :s], i, dt), jnp.stack(ms))
+            u = x if s == 0 else ain[s] * x + combine(bin_[s, :s], ms)
             if always[s]:
-                ms.append(fn(u, ts))
+                ms.append(fn(u, ts[s]))
             else:
-                ms.append(jax.lax.cond(take(active[:, s], i, bool), fn, lambda u, ts: jnp.zeros_like(u), u, ts))
-        x_next = take(a_out, i, dt) * x + combine(take(c_out, i, dt), jnp.stack(ms))
+                ms.append(jax.lax.cond(take(active[:, s], i, bool), fn, lambda u, ts: jnp.zeros_like(u), u, ts[s]))
+        x_next = aout * x + combine(cout, ms)
         return BasicState(x=x_next, i=i + 1, nfe=state.nfe + take(nfe_per_step, i, jnp.int32))
 
     return Sampler(init=basic_init, step=step, num_steps=n, nfe=int(nfe_per_step.sum()))

@@ -14,7 +14,7 @@ guesses by one of three rules (``update``):
   sums; integer counters (``nfe``) likewise. For a state whose only float field is ``x``
   (``BasicState``: one-step ODE solvers, Heun, RK, singlestep DPM-Solver, one-step SDE samplers)
   that is all, with any number of model calls a step. A state with a history (``hist``,
-  ``x_prev``: multistep solvers) takes its other fields by Jacobi, refreshed with this round's
+  ``x_prev``: multistep solvers of order >= 2 and UniPC; DDIM's and DDPM's states are x alone) takes its other fields by Jacobi, refreshed with this round's
   outputs: point ``j`` is re-stepped, with its model output ``m_j`` replayed (no model call),
   from ``x_j`` and the other fields of ``T_{j-1}``, and the increment of ``x`` is taken from
   that. Cumulative sums of the history itself would not contract: a history is a shift register
@@ -116,8 +116,8 @@ def time_parallel(sampler: Sampler, window: int, tol: float, scale=None, *, upda
 
 
 def _float_fields(state) -> dict:
-    return {f: getattr(state, f) for f in state.__dataclass_fields__
-            if jnp.issubdtype(jnp.asarray(getattr(state, f)).dtype, jnp.inexact)}
+    fields = {f: getattr(state, f) for f in state.__dataclass_fields__ if getattr(state, f) is not None}
+    return {f: a for f, a in fields.items() if jnp.issubdtype(jnp.asarray(a).dtype, jnp.inexact)}
 
 
 def _recording_step(step, model_fn):
