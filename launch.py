@@ -1,20 +1,25 @@
 """The user-facing entry point: ``python launch.py --config=configs/X.py [--config.a.b=value ...] [--workdir=DIR]``.
 
 The config (an ``ml_collections`` ConfigDict file; any field can be overridden on the
-command line) names a ``mode``; the job is a ``Job(check, run)`` of ``GMM_MODES`` (configs
-with a ``gmm`` section) or ``TRAIN_MODES`` (``train``/``sample``/``eval`` of a network): ``check(config)``
-validates every field up front (a ``ValueError`` naming the field and its allowed values,
-before any work starts), ``run(config, workdir)`` does the work and writes its outputs.
-The resolved config is saved as ``workdir/config.json``.
+command line) names a ``mode``; the job is a ``Job(check, run)`` of ``ANALYTIC_MODES`` if the
+config has a ``table`` section (the solver x NFE table against the exact probability-flow ODE
+solution, which only an analytic model has: configs/gmm.py) and of ``TRAIN_MODES``
+(``train``/``sample``/``eval`` of a network) otherwise. ``check(config)`` validates every field
+up front (a ``ValueError`` naming the field and its allowed values, before any work starts),
+``run(config, workdir)`` does the work and writes its outputs. The resolved config is saved as
+``workdir/config.json``. The sections both kinds share (``seed``, ``schedule {name, kwargs}``,
+``predicts``, ``data {name, kwargs}``, ``sampler {name, nfe, spacing, final, num_samples}``)
+mean the same (``train.config.defaults()``) and are checked by the same functions.
 
 Modes:
 * ``train`` / ``sample`` / ``eval`` -- ``train.jobs`` (configs/digits.py, configs/dpm_cifar.py):
   train a network with checkpoints and exact resume, sample it with any solver x NFE (PNG
   grids + .npz), evaluate it (sliced Wasserstein, MMD, FID); multi-host with
   ``--coordinator_address --num_processes --process_id``.
-* ``sample`` of a ``gmm`` config -- ``sample_gmm``: an analytic Gaussian mixture sampled by one solver, and a
-  solver x NFE table of RMS errors against the exact probability-flow ODE solution and of
-  the exact log-likelihood of the samples (configs/gmm.py).
+* ``sample`` of an analytic config -- ``sample_analytic``: the Gaussian mixture of ``data`` sampled
+  by every solver x NFE of ``sampler`` (``samples/<solver>_nfe<N>.png`` and ``.npz``, as the
+  train ``sample`` job writes them), and a ``table`` solver x NFE of RMS errors against the
+  exact probability-flow ODE solution and of the exact log-likelihood of the samples.
 """
 from __future__ import annotations
 
@@ -30,15 +35,16 @@ import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
-from bench.common import Progress, Reference, endpoints, markdown_table, plot_error_vs_nfe, solver_error
-from models.analytic import random_mixture
 from samplers import registry
-from samplers.grids import FINALS, SPACINGS
+from samplers.accuracy import Reference, endpoints, solver_error
 from samplers.ode.common import check_choice
-from samplers.param import PREDICTIONS
-from samplers.schedules import SCHEDULES, get_schedule
+from samplers.param import check_prediction
+from train import data as data_lib
 from train import distributed as train_distributed
 from train import jobs as train_jobs
+from train.config import (as_tuple, build_schedule, check_float, check_gmm_kwargs, check_int, check_sampler,
+                          check_schedule, solvers)
+from train.report import Progress, markdown_table, plot_error_vs_nfe
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/*.py); override any field with --config.<field>=<value>.")
@@ -54,92 +60,69 @@ class Job(NamedTuple):
     run: Callable[[ConfigDict, str], dict]  # (config, workdir) -> summary
 
 
-# -- checks -----------------------------------------------------------------------------------
+# -- the analytic (Gaussian-mixture) job ---------------------------------------------------------
+
+ANALYTIC_DATA = ("gmm",)  # data sets with an exact model (train.data.mixture_of)
 
 
-def _check_int(name: str, value, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-
-
-def check_gmm(config: ConfigDict) -> None:
-    """Validate the fields of a Gaussian-mixture sampling config (configs/gmm.py)."""
+def check_analytic(config: ConfigDict) -> None:
+    """Validate the fields of an analytic-model config (configs/gmm.py); builds every requested solver."""
+    check_int("seed", config.seed, 0)
+    schedule = check_schedule(config)
+    check_prediction(config.predicts)
+    check_choice("data.name", config.data.name, ANALYTIC_DATA)
+    check_gmm_kwargs(config.data.kwargs)
+    try:
+        data_lib.mixture_of(config.data.kwargs)
+    except TypeError as err:
+        raise ValueError(f"data.kwargs do not fit data set {config.data.name!r}: {err}") from err
+    check_sampler(config, schedule)
     names = registry.names()
-    check_choice("config.schedule", config.schedule, sorted(SCHEDULES))
-    check_choice("config.predicts", config.predicts, PREDICTIONS)
-    check_choice("config.sampler.name", config.sampler.name, names)
-    _check_int("config.sampler.nfe", config.sampler.nfe)
-    check_choice("config.sampler.spacing", config.sampler.spacing, (None,) + SPACINGS)
-    check_choice("config.sampler.final", config.sampler.final, FINALS)
-    if not config.table.solvers:
-        raise ValueError(f"config.table.solvers must name at least one of {names}")
-    for name in config.table.solvers:
-        check_choice("config.table.solvers entry", name, names)
-    if not config.table.nfes:
-        raise ValueError("config.table.nfes must list at least one NFE")
-    for nfe in config.table.nfes:
-        _check_int("config.table.nfes entry", nfe)
-    _check_int("config.batch_size", config.batch_size)
-    _check_int("config.seed", config.seed, 0)
-    _check_int("config.gmm.dim", config.gmm.dim)
-    _check_int("config.gmm.num_components", config.gmm.num_components)
-    _check_positive("config.gmm.spread", config.gmm.spread)
-    _check_positive("config.gmm.scale", config.gmm.scale)
-    _check_positive("config.reference_tol", config.reference_tol)
-    # the chosen sampler must build (e.g. enough calls for its stages, a compatible final point)
-    registry.build(config.sampler.name, get_schedule(config.schedule), config.sampler.nfe, config.predicts,
-                   spacing=config.sampler.spacing, final=config.sampler.final)
+    if not as_tuple(config.table.solvers):
+        raise ValueError(f"table.solvers must name at least one of {names}")
+    for name in as_tuple(config.table.solvers):
+        check_choice("table.solvers entry", name, names)
+    if not as_tuple(config.table.nfes):
+        raise ValueError("table.nfes must list at least one NFE")
+    for nfe in as_tuple(config.table.nfes):
+        check_int("table.nfes entry", nfe)
+    check_float("reference_tol", config.reference_tol, 0.0, open_lo=True)
 
 
-# -- the Gaussian-mixture job -------------------------------------------------------------------
-
-
-def _scatter(data: np.ndarray, samples: np.ndarray, title: str, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 5.5))
-    ax.scatter(data[:, 0], data[:, 1], s=3, alpha=0.4, label="data (exact samples)")
-    ax.scatter(samples[:, 0], samples[:, 1], s=3, alpha=0.4, label="solver samples")
-    ax.set_xlabel("x[0]")
-    ax.set_ylabel("x[1]")
-    ax.set_title(title, fontsize=9)
-    ax.legend(markerscale=4)
-    ax.set_aspect("equal", "datalim")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def sample_gmm(config: ConfigDict, workdir: str) -> dict:
-    """Sample the mixture with ``config.sampler``; tabulate every ``config.table`` solver x NFE."""
+def sample_analytic(config: ConfigDict, workdir: str) -> dict:
+    """Sample the mixture with every ``config.sampler`` pair; tabulate every ``config.table`` solver x NFE."""
     t_start = time.perf_counter()
-    gmm = random_mixture(**config.gmm)
-    schedule = get_schedule(config.schedule)
+    gmm = data_lib.mixture_of(config.data.kwargs)
+    schedule = build_schedule(config)
     model_fn = gmm.model_fn(schedule, config.predicts)
-    key_z, key_data = jax.random.split(jax.random.PRNGKey(config.seed))
-    z = np.asarray(jax.random.normal(key_z, (config.batch_size, gmm.dim), jnp.float32), np.float64)
+    s = config.sampler
+    sp, fin = s.spacing, s.final
+    z = np.asarray(jax.random.normal(jax.random.PRNGKey(config.seed), (s.num_samples, gmm.dim), jnp.float32),
+                   np.float64)
     ref = Reference(gmm.denoise, z, tol=config.reference_tol)
     log_prob = jax.jit(gmm.log_prob)
     mean_log_prob = lambda x: float(jnp.mean(log_prob(jnp.asarray(x, jnp.float32))))
-    s = config.sampler
-    sp, fin = s.spacing, s.final
-    chosen = solver_error(s.name, schedule, s.nfe, model_fn, ref, predicts=config.predicts, spacing=sp, final=fin)
-    chosen_ref = ref(*endpoints(registry.grid(s.name, schedule, s.nfe, spacing=sp, final=fin)))
-    data = np.asarray(gmm.sample(key_data, config.batch_size))
-    print(f"{s.name} at NFE {s.nfe} ({chosen['nfe']} calls): RMS error {chosen['rms']:.3g} vs the exact PF-ODE, "
-          f"mean log p {mean_log_prob(chosen['samples']):.4f} (exact PF-ODE solution {mean_log_prob(chosen_ref):.4f}, "
-          f"data {mean_log_prob(data):.4f})", flush=True)
+    data = data_lib.load(config.data.name, "train", **{"n": s.num_samples, **dict(config.data.kwargs)}).x
+    out = Path(workdir)
+    samples_dir = out / train_jobs.SAMPLES_DIR
+    samples_dir.mkdir(exist_ok=True)
+
+    sampled = []
+    for name, nfe in solvers(config):
+        r = solver_error(name, schedule, nfe, model_fn, ref, predicts=config.predicts, spacing=sp, final=fin)
+        exact = ref(*endpoints(registry.grid(name, schedule, nfe, spacing=sp, final=fin)))
+        sampled.append(dict(solver=name, nfe=nfe, nfe_used=r["nfe"], rms_error=r["rms"],
+                            mean_log_prob=mean_log_prob(r["samples"])))
+        print(f"{name} at NFE {nfe} ({r['nfe']} calls): RMS error {r['rms']:.3g} vs the exact PF-ODE, mean log p "
+              f"{sampled[-1]['mean_log_prob']:.4f} (exact PF-ODE solution {mean_log_prob(exact):.4f}, data "
+              f"{mean_log_prob(data):.4f})", flush=True)
+        train_jobs.save_samples(r["samples"], False, str(samples_dir / f"{name}_nfe{nfe}"),
+                                f"{name}, NFE {r['nfe']}: RMS error {r['rms']:.2g} vs exact PF-ODE", r["nfe"],
+                                reference=data)
 
     rows = []
-    cells = [(n, f) for n in config.table.solvers for f in config.table.nfes]
+    table_solvers, table_nfes = as_tuple(config.table.solvers), as_tuple(config.table.nfes)
+    cells = [(n, f) for n in table_solvers for f in table_nfes]
     progress = Progress(len(cells), "table ")
     for name, nfe in cells:
         try:
@@ -155,7 +138,7 @@ def sample_gmm(config: ConfigDict, workdir: str) -> dict:
         progress.update(f"{name} nfe={nfe}: rms {r['rms']:.3g}")
 
     by = {(r["solver"], r["nfe"]): r for r in rows}
-    header = ["solver"] + [f"NFE {f}" for f in config.table.nfes]
+    header = ["solver"] + [f"NFE {f}" for f in table_nfes]
 
     def cell(r, field):  # "(k)": the solver made k < NFE calls (its stages do not divide NFE)
         if r["nfe_used"] is None or r["nfe_used"] == r["nfe"]:
@@ -164,30 +147,26 @@ def sample_gmm(config: ConfigDict, workdir: str) -> dict:
 
     for field, what in (("rms_error", "RMS error vs the exact PF-ODE solution"),
                         ("mean_log_prob", f"mean exact log p of the samples (data: {mean_log_prob(data):.4f})")):
-        print(f"\n{what} ({config.schedule}, predicts={config.predicts}, {config.batch_size} samples; "
+        print(f"\n{what} ({config.schedule.name}, predicts={config.predicts}, {s.num_samples} samples; "
               f"(k): k model calls were made)")
-        print(markdown_table(header, [[n] + [cell(by[n, f], field) for f in config.table.nfes]
-                                      for n in config.table.solvers]))
+        print(markdown_table(header, [[n] + [cell(by[n, f], field) for f in table_nfes] for n in table_solvers]))
 
-    out = Path(workdir)
     with open(out / "table.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    curves = {n: ([by[n, f]["nfe_used"] for f in config.table.nfes if by[n, f]["nfe_used"]],
-                  [by[n, f]["rms_error"] for f in config.table.nfes if by[n, f]["nfe_used"]])
-              for n in config.table.solvers}
-    plot_error_vs_nfe(curves, str(out / "error_vs_nfe.png"), f"Gaussian mixture (dim {gmm.dim}), {config.schedule}")
-    _scatter(data, chosen["samples"], f"{s.name}, NFE {chosen['nfe']}: RMS error {chosen['rms']:.2g} vs exact PF-ODE",
-             str(out / "samples.png"))
-    np.save(out / "samples.npy", chosen["samples"])
+    curves = {n: ([by[n, f]["nfe_used"] for f in table_nfes if by[n, f]["nfe_used"]],
+                  [by[n, f]["rms_error"] for f in table_nfes if by[n, f]["nfe_used"]])
+              for n in table_solvers}
+    plot_error_vs_nfe(curves, str(out / "error_vs_nfe.png"),
+                      f"Gaussian mixture (dim {gmm.dim}), {config.schedule.name}")
     seconds = time.perf_counter() - t_start
     print(f"\nwrote {', '.join(sorted(os.listdir(out)))} to {out} in {seconds:.1f}s", flush=True)
-    return {"rms_error": chosen["rms"], "nfe": chosen["nfe"], "samples": chosen["samples"], "table": rows}
+    return {"sampled": sampled, "table": rows}
 
 
-# analytic-model jobs (configs with a ``gmm`` section) and the train/sample/eval jobs of a network
-GMM_MODES: dict[str, Job] = {"sample": Job(check_gmm, sample_gmm)}
+# analytic-model jobs (configs with a ``table`` section) and the train/sample/eval jobs of a network
+ANALYTIC_MODES: dict[str, Job] = {"sample": Job(check_analytic, sample_analytic)}
 TRAIN_MODES: dict[str, Job] = {mode: Job(train_jobs.validate, fn) for mode, fn in train_jobs.MODES.items()}
 
 
@@ -197,8 +176,8 @@ TRAIN_MODES: dict[str, Job] = {mode: Job(train_jobs.validate, fn) for mode, fn i
 def check(config: ConfigDict) -> tuple[Job, ConfigDict]:
     """The config's job and its resolved config, after validating the mode and every field
     (no work is done)."""
-    modes = GMM_MODES if "gmm" in config else TRAIN_MODES
-    check_choice("config.mode", config.get("mode"), sorted(modes))
+    modes = ANALYTIC_MODES if "table" in config else TRAIN_MODES
+    check_choice("mode", config.get("mode"), sorted(modes))
     job = modes[config.mode]
     resolved = job.check(config)
     return job, (config if resolved is None else resolved)

@@ -1,14 +1,14 @@
-"""Shared pieces of the benchmarks and of ``launch.py``'s Gaussian-mixture job.
+"""Shared pieces of the benchmarks.
 
 * ``machine`` / ``machine_lines``: what the numbers were measured on.
-* ``markdown_table``, ``Progress``: output.
-* ``time_call``: wall time of a call (warm-up, ``block_until_ready``, median of repeats).
-* ``Reference``, ``solver_error``: a registered solver's RMS error
-  against the exact probability-flow ODE solution (``samplers.reference``, float64)
-  from the same start noise to the same end point.
+* ``time_call``: wall time of a call (warm-up, ``block_until_ready``, median of repeats);
+  ``time_paired``: several calls timed in alternation.
 * ``diffusers_methods``, ``diffusers_loop``: diffusers' schedulers as the peers, and their own
   sampling loop around any torch model.
-* ``plot_error_vs_nfe``: the log-log convergence plot.
+* Re-exported from the library for the scripts: ``Reference``, ``endpoints``, ``rms``,
+  ``solver_error`` (``samplers.accuracy``: a registered solver's RMS error against the exact
+  probability-flow ODE solution) and ``Progress``, ``fmt``, ``markdown_table``,
+  ``plot_error_vs_nfe`` (``train.report``: output).
 """
 from __future__ import annotations
 
@@ -18,17 +18,12 @@ import statistics
 import sys
 import time
 from importlib import metadata
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from samplers import registry
-from samplers.core import sample
-from samplers.grids import TimeGrid
-from samplers.reference import solve_pf_ode
-from samplers.schedules import Schedule
+from samplers.accuracy import Reference, endpoints, rms, solver_error  # noqa: F401 (re-exported)
+from train.report import Progress, fmt, markdown_table, plot_error_vs_nfe  # noqa: F401 (re-exported)
 
 # -- the machine ------------------------------------------------------------------
 
@@ -74,46 +69,6 @@ def machine_lines() -> str:
     return "\n".join(f"- {k}: {v}" for k, v in machine().items())
 
 
-# -- output -----------------------------------------------------------------------
-
-
-def fmt(value, digits: int = 3) -> str:
-    """A table cell: floats in 3 significant digits, None as a dash."""
-    if value is None:
-        return "-"
-    if isinstance(value, (float, np.floating)):
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def markdown_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
-    """A GitHub-markdown table with right-aligned columns after the first."""
-    cells = [[fmt(c) for c in r] for r in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) if cells else len(str(h)) for i, h in enumerate(headers)]
-    line = lambda r: "| " + " | ".join(
-        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"
-    sep = "|" + "|".join(("-" * (w + 1) + ":") if i else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(headers), sep] + [line(r) for r in cells])
-
-
-class Progress:
-    """A log line per finished item: count, percentage, rate and ETA (no tqdm needed)."""
-
-    def __init__(self, total: int, label: str = "", stream=None):
-        self.total, self.label, self.done = total, label, 0
-        self.start = time.perf_counter()
-        self.stream = stream or sys.stderr
-
-    def update(self, note: str = "", n: int = 1) -> None:
-        self.done += n
-        elapsed = time.perf_counter() - self.start
-        rate = self.done / elapsed if elapsed > 0 else float("inf")
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        width = len(str(self.total))
-        print(f"{self.label}[{self.done:>{width}}/{self.total}] {100 * self.done / self.total:3.0f}% "
-              f"{rate:.2f}/s elapsed {elapsed:.1f}s ETA {eta:.1f}s  {note}", file=self.stream, flush=True)
-
-
 # -- timing -----------------------------------------------------------------------
 
 
@@ -130,57 +85,20 @@ def time_call(fn: Callable, *args, warmup: int = 2, repeats: int = 10,
     return statistics.median(times)
 
 
-# -- accuracy against the exact PF-ODE solution ---------------------------------------
-
-
-def endpoints(grid: TimeGrid) -> tuple[float, float, float, float]:
-    return float(grid.alpha[0]), float(grid.sigma[0]), float(grid.alpha[-1]), float(grid.sigma[-1])
-
-
-class Reference:
-    """Exact PF-ODE solutions of ``denoise`` from fixed standard-normal noise ``z``, cached by end points.
-
-    The start is x = sqrt(alpha_0^2 + sigma_0^2) z (the marginal scale at the first grid point);
-    the solve runs in float64 (``jax.enable_x64``) at tolerance ``tol``.
-    """
-
-    def __init__(self, denoise: Callable, z: np.ndarray, tol: float = 1e-9):
-        self.denoise, self.z, self.tol = denoise, np.asarray(z, np.float64), tol
-        self._cache: dict = {}
-
-    def start(self, alpha0: float, sigma0: float) -> np.ndarray:
-        return float(np.hypot(alpha0, sigma0)) * self.z
-
-    def __call__(self, alpha0: float, sigma0: float, alpha1: float, sigma1: float) -> np.ndarray:
-        key = tuple(round(v, 12) for v in (alpha0, sigma0, alpha1, sigma1))
-        if key not in self._cache:
-            with jax.enable_x64(True):
-                x = jnp.asarray(self.start(alpha0, sigma0), jnp.float64)
-                out = solve_pf_ode(self.denoise, x, alpha0, sigma0, alpha1, sigma1, rtol=self.tol, atol=self.tol)
-                self._cache[key] = np.asarray(out)
-        return self._cache[key]
-
-
-def rms(a, b) -> float:
-    return float(np.sqrt(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
-
-
-_sample_jit = jax.jit(sample, static_argnums=(0, 1))
-
-
-def solver_error(name: str, schedule: Schedule, nfe: int, model_fn: Callable, ref: Reference, *,
-                 predicts: str = "eps", spacing: str | None = None, final: str | None = None,
-                 dtype=jnp.float32, **options) -> dict:
-    """Build registered solver ``name`` for ``nfe`` calls, run it from the reference's noise and
-    return {"samples", "nfe" (calls actually made), "rms" (vs the exact solution), "seconds" (compile + run)}."""
-    sampler = registry.build(name, schedule, nfe, predicts, spacing=spacing, final=final, **options)
-    a0, s0, a1, s1 = endpoints(registry.grid(name, schedule, nfe, spacing=spacing, final=final))
-    x = jnp.asarray(ref.start(a0, s0), dtype)
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(_sample_jit(sampler, model_fn, x))
-    seconds = time.perf_counter() - t0
-    return {"samples": np.asarray(out.x), "nfe": int(out.nfe), "rms": rms(out.x, ref(a0, s0, a1, s1)),
-            "seconds": seconds}
+def time_paired(fns: Sequence[Callable], repeats: int = 10, warmup: int = 2,
+                sync: Callable = jax.block_until_ready) -> list[float]:
+    """Median wall times (s) of several argument-free calls timed in alternation, one of each
+    per round, so that clock and load drift fall alike on all of them (ratios stay fair)."""
+    for _ in range(warmup):
+        for fn in fns:
+            sync(fn())
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, acc in zip(fns, times):
+            t0 = time.perf_counter()
+            sync(fn())
+            acc.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 # -- diffusers --------------------------------------------------------------------------
@@ -227,33 +145,3 @@ def diffusers_loop(scheduler, model: Callable, x_T):
         inp = scheduler.scale_model_input(x, t)
         x = scheduler.step(model(inp, t), t, x).prev_sample
     return x
-
-
-# -- plots --------------------------------------------------------------------------------
-
-
-def plot_error_vs_nfe(curves: dict, path: str, title: str = "", dashed: Callable[[str], bool] = lambda label: False
-                      ) -> None:
-    """Log-log plot of RMS error against NFE; ``curves[label] = (nfes, errors)``; ``dashed(label)``
-    picks the curves drawn dashed (e.g. a peer library's)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    colors = plt.get_cmap("tab20").colors
-    for i, (label, (nfes, errs)) in enumerate(curves.items()):
-        nfes, errs = np.asarray(nfes, float), np.asarray(errs, float)
-        ok = np.isfinite(errs) & (errs > 0)
-        if ok.any():
-            ax.loglog(nfes[ok], errs[ok], "--" if dashed(label) else "-", color=colors[i % len(colors)],
-                      marker="o", ms=3, label=label)
-    ax.set_xlabel("NFE (model calls)")
-    ax.set_ylabel("RMS error vs exact PF-ODE solution")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from bench.common import machine_lines, markdown_table  # noqa: E402
 from configs import digits, dpm_cifar  # noqa: E402
-from models.mlp import param_count  # noqa: E402
+from models.common import fourier_frequencies, param_count  # noqa: E402
 from train import distributed  # noqa: E402
 from train.config import build_network, build_objective, validate  # noqa: E402
 from train.loop import init_state, keys, make_train_step, shard_step  # noqa: E402
@@ -103,17 +103,19 @@ def torch_rate(model, shape, batch: int, repeats: int, device: str, call) -> tup
 
 
 class TorchMLP:
-    """The torch twin of ``models.mlp.MLP`` (Fourier time features, concat, Dense+SiLU x depth, Dense)."""
+    """The torch twin of ``models.mlp.MLP`` (Fourier time features with the same constant frequencies,
+    ``models.common.fourier_frequencies``; concat, Dense+SiLU x depth, Dense)."""
 
     @staticmethod
-    def build(dim: int, hidden: int, depth: int, embed_dim: int, fourier_scale: float):
+    def build(dim: int, hidden: int, depth: int, embed_dim: int, fourier_scale: float, fourier_seed: int = 0):
         import torch
         from torch import nn
 
         class MLP(nn.Module):
             def __init__(self):
                 super().__init__()
-                self.register_buffer("w", torch.randn(embed_dim // 2) * fourier_scale)
+                w = fourier_frequencies(embed_dim, fourier_scale, fourier_seed).astype(np.float32)
+                self.register_buffer("w", torch.tensor(w))
                 layers, width = [], dim + embed_dim
                 for _ in range(depth):
                     layers += [nn.Linear(width, hidden), nn.SiLU()]
@@ -149,7 +151,8 @@ def main() -> None:
     batch = d.train.batch_size
     j, nj = jax_rate(d, batch, args.repeats * 10)
     kw = d.model.kwargs
-    t, nt = torch_rate(TorchMLP.build(64, kw.hidden, kw.depth, kw.embed_dim, kw.fourier_scale), (1, 8, 8), batch,
+    t, nt = torch_rate(TorchMLP.build(64, kw.hidden, kw.depth, kw.embed_dim, kw.fourier_scale,
+                                      kw.get("fourier_seed", 0)), (1, 8, 8), batch,
                        args.repeats * 10, device, lambda m, x, tt: m(x, tt))
     rows.append(["digits MLP (configs/digits.py)", batch, f"{nj:,} / {nt:,}", j, t, j / t])
     print(f"digits: JAX {j:.0f} images/s, torch {t:.0f} images/s", flush=True)

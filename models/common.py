@@ -1,6 +1,6 @@
-"""Pieces shared by the image networks of ``models/`` (UNet, DiT, FID Inception): time embeddings,
-attention, initialisation, parameter shapes, the checked assembly of imported weights and the
-``model_fn`` closure.
+"""Pieces shared by the networks of ``models/`` (MLP, UNet, DiT, FID Inception): time embeddings,
+attention, initialisation, parameter shapes and counts, the checked assembly of imported weights
+and the ``model_fn`` closure.
 
 All networks of the project are Flax **linen** modules: their parameters are a plain pytree
 (``variables["params"]``) kept apart from the module, which is what the samplers' pure
@@ -43,15 +43,24 @@ def sinusoidal_embedding(t, dim: int, max_period: float = 10_000.0, freq_shift: 
     return emb
 
 
+def fourier_frequencies(dim: int, scale: float = 16.0, seed: int = 0) -> np.ndarray:
+    """The ``dim // 2`` frequencies ``w ~ N(0, scale^2)`` of ``fourier_embedding``, float64 numpy.
+
+    Drawn from ``numpy.random.default_rng(seed)``: a pure function of (dim, scale, seed), so a
+    network and its twins in other frameworks (bench/) read the same constant.
+    """
+    return np.random.default_rng(seed).standard_normal(dim // 2) * scale
+
+
 def fourier_embedding(t, dim: int, scale: float = 16.0, seed: int = 0) -> jax.Array:
     """Gaussian random Fourier features (B,) -> (B, dim): ``[sin(2 pi w t), cos(2 pi w t)]``.
 
-    ``w ~ N(0, scale^2)`` (Tancik et al. 2020; score_sde's GaussianFourierProjection) is drawn
-    from a fixed ``seed`` as a constant, not a parameter, so optimisers (weight decay) and EMA
-    never touch it.
+    ``w = fourier_frequencies(dim, scale, seed)`` (Tancik et al. 2020; score_sde's
+    GaussianFourierProjection) is a constant, not a parameter, so optimisers (weight decay)
+    and EMA never touch it.
     """
-    w = np.random.default_rng(seed).standard_normal(dim // 2) * scale
-    args = 2.0 * np.pi * t[:, None] * jnp.asarray(w, t.dtype)[None]
+    two_pi_w = 2.0 * np.pi * fourier_frequencies(dim, scale, seed)  # folded in float64: one rounding, one product
+    args = t[:, None] * jnp.asarray(two_pi_w, t.dtype)[None]
     return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
 
 
@@ -74,6 +83,11 @@ def init_params(module: nn.Module, key, input_shape) -> dict:
     """The ``params`` of ``module`` for inputs of shape ``input_shape`` (without the batch axis)."""
     x = jnp.zeros((1, *input_shape), jnp.float32)
     return jax.jit(module.init)(key, x, jnp.zeros((), jnp.float32))["params"]
+
+
+def param_count(params) -> int:
+    """Number of scalars in a parameter pytree (arrays or ``jax.ShapeDtypeStruct`` leaves)."""
+    return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
 
 
 def param_shapes(module: nn.Module, input_shape) -> dict:

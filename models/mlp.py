@@ -3,33 +3,25 @@
 The time ``t`` (scalar or one per sample) is embedded by
 
 * ``fourier``    -- Gaussian random Fourier features [sin(2 pi w t), cos(2 pi w t)],
-  w ~ N(0, fourier_scale^2) fixed at init (Tancik et al. 2020; score_sde's
-  GaussianFourierProjection), for continuous times in [0, 1];
+  w ~ N(0, fourier_scale^2) a constant drawn from ``fourier_seed`` (Tancik et al. 2020;
+  score_sde's GaussianFourierProjection; ``models.common.fourier_embedding``), for
+  continuous times in [0, 1];
 * ``positional`` -- the sinusoidal embedding of DDPM / Transformers,
-  [sin(t f_k), cos(t f_k)], f_k = max_period^(-k / half), for times in steps
-  (e.g. 0..999) -- multiply continuous times by ``time_scale``;
+  [sin(t f_k), cos(t f_k)], f_k = 10000^(-k / half) (``models.common.sinusoidal_embedding``),
+  for times in steps (e.g. 0..999) -- multiply continuous times by ``time_scale``;
 
 then concatenated with x and passed through ``depth`` Dense+SiLU layers of
 width ``hidden`` and a last Dense layer to ``out_dim`` (x's dimension by default).
+The parameters are the Dense layers only (``Dense_0`` .. ``Dense_depth``).
 """
 from __future__ import annotations
 
-from typing import Callable
-
-import jax
-import jax.numpy as jnp
 import flax.linen as nn
-import numpy as np
+import jax.numpy as jnp
+
+from models.common import batch_times, fourier_embedding, init_params, model_fn, sinusoidal_embedding
 
 TIME_EMBEDDINGS = ("fourier", "positional")
-
-
-def positional_embedding(t, dim: int, max_period: float = 10_000.0):
-    """DDPM sinusoidal embedding (B,) -> (B, dim): [sin(t f_k), cos(t f_k)], f_k = max_period^(-k/half)."""
-    half = dim // 2
-    freqs = jnp.exp(-np.log(max_period) * jnp.arange(half, dtype=t.dtype) / half)
-    args = t[:, None] * freqs[None]
-    return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
 
 
 class MLP(nn.Module):
@@ -42,6 +34,7 @@ class MLP(nn.Module):
     embed_dim: int = 64
     fourier_scale: float = 16.0
     time_scale: float = 1.0
+    fourier_seed: int = 0
 
     def __post_init__(self):
         if self.time_embedding not in TIME_EMBEDDINGS:
@@ -55,19 +48,15 @@ class MLP(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, x, t):
+    def __call__(self, x, t, train: bool = False):
+        """``train`` is accepted for ``models.common.model_fn``; the MLP has no dropout."""
         if x.ndim != 2:
             raise ValueError(f"x must have shape (batch, dim), got {x.shape}")
-        t = jnp.asarray(t, x.dtype)
-        if t.shape not in ((), (x.shape[0],)):
-            raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {t.shape}")
-        t = jnp.broadcast_to(t, (x.shape[0],)) * self.time_scale
+        t = batch_times(t, x) * self.time_scale
         if self.time_embedding == "fourier":
-            w = self.param("fourier_w", nn.initializers.normal(self.fourier_scale), (self.embed_dim // 2,))
-            args = 2.0 * jnp.pi * t[:, None] * jax.lax.stop_gradient(w).astype(x.dtype)[None]
-            emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+            emb = fourier_embedding(t, self.embed_dim, self.fourier_scale, self.fourier_seed)
         else:
-            emb = positional_embedding(t, self.embed_dim)
+            emb = sinusoidal_embedding(t, self.embed_dim)
         h = jnp.concatenate([x, emb], axis=-1)
         for _ in range(self.depth):
             h = nn.silu(nn.Dense(self.hidden)(h))
@@ -76,14 +65,7 @@ class MLP(nn.Module):
 
 def init_mlp(module: MLP, key, dim: int):
     """The ``params`` collection of ``module`` for data of dimension ``dim``."""
-    return module.init(key, jnp.zeros((1, dim), jnp.float32), jnp.zeros((), jnp.float32))["params"]
+    return init_params(module, key, (dim,))
 
 
-def mlp_model_fn(module: MLP, params) -> Callable:
-    """``model_fn(x, t)`` of the library's samplers: the module applied with fixed ``params``."""
-    return lambda x, t: module.apply({"params": params}, x, t)
-
-
-def param_count(params) -> int:
-    """Number of scalars in a parameter pytree."""
-    return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
+mlp_model_fn = model_fn  # the samplers' model_fn(x, t) of an MLP: models.common.model_fn itself

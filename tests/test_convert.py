@@ -14,9 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-from models.common import model_fn, param_shapes  # noqa: E402
+from models.common import model_fn, param_count, param_shapes  # noqa: E402
 from models.convert import DDPM_CIFAR10, load_diffusers_unet, unet_kwargs_from_diffusers  # noqa: E402
-from models.mlp import param_count  # noqa: E402
 from models.unet import UNet, ddpm_cifar10  # noqa: E402
 
 TINY = {**DDPM_CIFAR10, "block_out_channels": (16, 32, 32, 32), "norm_num_groups": 8}

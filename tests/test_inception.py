@@ -12,10 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from models.common import param_count
 from models.inception import (FEATURE_DIM, FID_WEIGHTS_FILE, FIDInception, avg_pool_3x3, inception_features,
                               load_fid_inception, max_pool_3x3, resize_bilinear, state_dict_to_variables,
                               variable_shapes, variables_to_state_dict)
-from models.mlp import param_count
 
 
 def fid_inception_convs():

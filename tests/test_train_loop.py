@@ -1,8 +1,16 @@
 """The train loop: interrupted-and-resumed runs equal uninterrupted ones (parameters, EMA, optimiser
-state), a crash mid-save leaves the previous checkpoint usable, metrics/plot files, EMA and optimiser."""
+state), a crash mid-save leaves the previous checkpoint usable, SIGTERM saves and the run resumes,
+metrics/plot files, EMA and optimiser, the progress line."""
+import io
 import json
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -15,6 +23,9 @@ from train.config import build_network, build_objective, resolve
 from train.ema import ema_decay, ema_update
 from train.loop import CHECKPOINT_DIR, LOSS_PLOT, METRICS_FILE, fit, read_metrics
 from train.optim import learning_rate, make_optimizer
+from train.report import Progress
+
+ROOT = Path(__file__).resolve().parents[1]
 
 STEPS = 6
 
@@ -156,3 +167,60 @@ def test_ema_and_optimizer():
     with pytest.raises(ValueError, match="warmup_steps"):
         learning_rate(1.0, 10, 20)
     assert isinstance(tx, optax.GradientTransformation)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, capsys):
+    from train import jobs
+
+    config = tiny_config(num_steps=1_000_000, checkpoint_every=1_000_000, log_every=10, warmup_steps=0,
+                         lr_schedule="constant")
+    code = (f"from train.config import resolve; from train import jobs; "
+            f"jobs.train(resolve({config.to_dict()!r}), {str(tmp_path)!r})")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(read_metrics(str(tmp_path))) < 3:  # past compilation, stepping
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no training progress within 60 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    stopped = int(re.search(r"stopped by SIGTERM at step (\d+); checkpoint saved", out).group(1))
+    logged = [r["step"] for r in read_metrics(str(tmp_path))]
+    assert stopped >= logged[-1] >= 30
+    assert Checkpointer(str(tmp_path / CHECKPOINT_DIR)).all_steps() == [stopped]  # only the one saved at exit
+
+    config.train.num_steps = stopped + 25
+    summary = jobs.train(config, str(tmp_path))
+    assert f"resuming at step {stopped}" in capsys.readouterr().out
+    assert summary["step"] == stopped + 25
+    resumed = [r["step"] for r in read_metrics(str(tmp_path)) if r["step"] > stopped]
+    assert resumed[0] > 0 and resumed[-1] == stopped + 25  # the restarted run logs from where it stopped on
+    assert Checkpointer(str(tmp_path / CHECKPOINT_DIR)).latest_step() == stopped + 25
+
+
+def test_progress_line():
+    stream = io.StringIO()
+    progress = Progress(10, "[train] step ", stream, done=4, per_unit=(32, "img"), skip_first=True)
+    assert np.isnan(progress.advance(5))  # the first update only starts the clock (compile time)
+    progress.show(float("nan"))
+    assert "| ? it/s ? img/s | " in stream.getvalue() and "ETA ?" in stream.getvalue()
+    stream.seek(0)
+    stream.truncate()
+    time.sleep(0.05)
+    rate = progress.advance(7)
+    assert 0 < rate <= 2 / 0.05
+    progress.show(rate, "loss 0.5")
+    line = stream.getvalue()
+    assert line.startswith("[train] step [ 7/10]  70.0% | ") and "img/s" in line and line.endswith("| loss 0.5\n")
+    counter = Progress(2, "table ", stream)
+    counter.update("a")
+    counter.update("b")
+    assert stream.getvalue().splitlines()[-1].startswith("table [2/2] 100.0% | ")
+    with pytest.raises(ValueError, match="total"):
+        Progress(0)

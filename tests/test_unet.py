@@ -7,8 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.common import init_params, model_fn, param_shapes
-from models.mlp import param_count
+from models.common import init_params, model_fn, param_count, param_shapes
 from models.unet import UNet, ddpm_cifar10, ddpmpp_cifar10
 
 TINY = dict(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), norm_groups=4)

@@ -6,7 +6,9 @@ raises ``ValueError`` naming the field for an unknown field or a bad value (it
 builds the schedule, objective, optimiser, network shapes and every requested
 sampler, so nothing fails later for a reason visible now). Free-form sections
 (``model.kwargs``, ``schedule.kwargs``, ``data.kwargs``) are checked by building
-what they configure.
+what they configure. ``check_schedule``, ``check_sampler``, ``check_gmm_kwargs`` and the
+``check_int``/``check_float``/``check_bool`` helpers also check the analytic configs of
+``launch.py`` (configs/gmm.py), whose shared sections mean the same.
 
 Sections: ``mode``, ``seed``, ``model {name, kwargs}``, ``schedule {name, kwargs}``,
 ``predicts``, ``sampler {name, nfe, spacing, final, num_samples, batch_size,
@@ -134,13 +136,15 @@ def resolve(config) -> ConfigDict:
 
 # -- value checks ------------------------------------------------------------------------------------
 
-def _int(name: str, value, minimum: int = 1) -> int:
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int; a ValueError naming ``name`` unless it is an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
-def _float(name: str, value, lo: float | None = None, hi: float | None = None, open_lo: bool = False) -> float:
+def check_float(name: str, value, lo: float | None = None, hi: float | None = None, open_lo: bool = False) -> float:
+    """``value`` as a float; a ValueError naming ``name`` unless it is a finite number in [lo, hi] ((lo, hi])."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise ValueError(f"{name} must be a number, got {value!r}")
     value = float(value)
@@ -151,7 +155,8 @@ def _float(name: str, value, lo: float | None = None, hi: float | None = None, o
     return value
 
 
-def _bool(name: str, value) -> bool:
+def check_bool(name: str, value) -> bool:
+    """``value`` as a bool; a ValueError naming ``name`` unless it is True or False."""
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{name} must be True or False, got {value!r}")
     return bool(value)
@@ -200,18 +205,54 @@ def build_objective(config, schedule: Schedule | None = None) -> Objective:
     return objective_from_config(schedule or build_schedule(config), config.predicts, config.train.loss)
 
 
+def check_gmm_kwargs(kwargs) -> None:
+    """The numbers of a ``gmm`` ``data.kwargs`` (``train.data.gmm_data``: ``n``, ``seed``; the mixture's
+    ``dim``, ``num_components``, ``mixture_seed``, ``spread``, ``scale``): a ValueError naming the bad one."""
+    kw = dict(kwargs)
+    for name, minimum in (("n", 1), ("dim", 1), ("num_components", 1), ("seed", 0), ("mixture_seed", 0)):
+        if name in kw:
+            check_int(f"data.kwargs.{name}", kw[name], minimum)
+    for name in ("spread", "scale"):
+        if name in kw:
+            check_float(f"data.kwargs.{name}", kw[name], 0.0, open_lo=True)
+
+
+def check_schedule(config) -> Schedule:
+    """The schedule of ``config.schedule {name, kwargs}``; a ValueError for an unknown name or unfit kwargs."""
+    check_choice("schedule.name", config.schedule.name, sorted(SCHEDULES))
+    return build_schedule(config)
+
+
+def check_sampler(config, schedule: Schedule) -> None:
+    """Check ``config.sampler {name, nfe, spacing, final, num_samples}`` and build every (name, NFE) pair for
+    ``schedule`` and ``config.predicts`` (so a budget too small for a solver's stages fails here)."""
+    s = config.sampler
+    if not as_tuple(s.name) or not as_tuple(s.nfe):
+        raise ValueError("sampler.name and sampler.nfe must each give at least one value")
+    for name in as_tuple(s.name):
+        check_choice("sampler.name", name, registry.names())
+    for nfe in as_tuple(s.nfe):
+        check_int("sampler.nfe", nfe)
+    check_choice("sampler.spacing", s.spacing, (None,) + SPACINGS)
+    check_choice("sampler.final", s.final, FINALS)
+    check_int("sampler.num_samples", s.num_samples)
+    for name, nfe in solvers(config):
+        registry.build(name, schedule, nfe, config.predicts, spacing=s.spacing, final=s.final)
+
+
 def validate(config) -> ConfigDict:
     """The resolved ``config`` after checking every field; a ValueError names the first bad one."""
     config = resolve(config)
     check_choice("mode", config.mode, MODES)
-    _int("seed", config.seed, 0)
-    check_choice("schedule.name", config.schedule.name, sorted(SCHEDULES))
-    schedule = build_schedule(config)
+    check_int("seed", config.seed, 0)
+    schedule = check_schedule(config)
     check_prediction(config.predicts)
 
     d = config.data
     check_choice("data.name", d.name, data_lib.DATASETS)
-    _bool("data.random_flip", d.random_flip)
+    check_bool("data.random_flip", d.random_flip)
+    if d.name == "gmm":
+        check_gmm_kwargs(d.kwargs)
     if d.name not in ("cifar10", "digits"):
         try:
             data_lib.load(d.name, "train", **{**dict(d.kwargs), "n": 2})
@@ -228,41 +269,33 @@ def validate(config) -> ConfigDict:
 
     t = config.train
     for name in ("num_steps", "batch_size", "log_every", "checkpoint_every"):
-        _int(f"train.{name}", t[name])
-    _int("train.warmup_steps", t.warmup_steps, 0)
+        check_int(f"train.{name}", t[name])
+    check_int("train.warmup_steps", t.warmup_steps, 0)
+    if t.warmup_steps > t.num_steps:
+        raise ValueError(f"train.warmup_steps must lie in [0, train.num_steps={t.num_steps}], got {t.warmup_steps!r}")
     if t.keep_checkpoints is not None:
-        _int("train.keep_checkpoints", t.keep_checkpoints)
-    _float("train.lr", t.lr, 0.0, open_lo=True)
-    _float("train.b1", t.b1, 0.0, 1.0)
-    _float("train.b2", t.b2, 0.0, 1.0)
-    _float("train.eps", t.eps, 0.0, open_lo=True)
-    _float("train.weight_decay", t.weight_decay, 0.0)
-    _float("train.grad_clip", t.grad_clip, 0.0)
-    _float("train.ema_decay", t.ema_decay, 0.0, 1.0)
+        check_int("train.keep_checkpoints", t.keep_checkpoints)
+    check_float("train.lr", t.lr, 0.0, open_lo=True)
+    check_float("train.b1", t.b1, 0.0, 1.0)
+    check_float("train.b2", t.b2, 0.0, 1.0)
+    check_float("train.eps", t.eps, 0.0, open_lo=True)
+    check_float("train.weight_decay", t.weight_decay, 0.0)
+    check_float("train.grad_clip", t.grad_clip, 0.0)
+    check_float("train.ema_decay", t.ema_decay, 0.0, 1.0)
     if t.ema_decay >= 1.0:
         raise ValueError(f"train.ema_decay must be < 1, got {t.ema_decay!r}")
-    _bool("train.ema_warmup", t.ema_warmup)
+    check_bool("train.ema_warmup", t.ema_warmup)
     make_optimizer(t)
     build_objective(config, schedule)
 
+    check_sampler(config, schedule)
     s = config.sampler
-    if not as_tuple(s.name) or not as_tuple(s.nfe):
-        raise ValueError("sampler.name and sampler.nfe must each give at least one value")
-    for name in as_tuple(s.name):
-        check_choice("sampler.name", name, registry.names())
-    for nfe in as_tuple(s.nfe):
-        _int("sampler.nfe", nfe)
-    check_choice("sampler.spacing", s.spacing, (None,) + SPACINGS)
-    check_choice("sampler.final", s.final, FINALS)
-    _int("sampler.num_samples", s.num_samples)
-    _int("sampler.batch_size", s.batch_size)
-    _bool("sampler.use_ema", s.use_ema)
-    for name, nfe in solvers(config):
-        registry.build(name, schedule, nfe, config.predicts, spacing=s.spacing, final=s.final)
+    check_int("sampler.batch_size", s.batch_size)
+    check_bool("sampler.use_ema", s.use_ema)
 
     e = config.eval
-    _int("eval.num_samples", e.num_samples, 2)
-    _int("eval.swd_projections", e.swd_projections)
+    check_int("eval.num_samples", e.num_samples, 2)
+    check_int("eval.swd_projections", e.swd_projections)
     for m in as_tuple(e.metrics):
         check_choice("eval.metrics", m, METRICS)
     if "fid" in as_tuple(e.metrics):

@@ -36,6 +36,7 @@ from train.checkpoint import Checkpointer
 from train.config import as_tuple, build_network, build_objective, build_schedule, solvers, validate
 from train.loop import CHECKPOINT_DIR, fit, read_metrics, restore_or_init
 from train.optim import make_optimizer
+from train.report import markdown_table
 
 SAMPLES_DIR = "samples"
 EVAL_CSV = "eval.csv"
@@ -138,8 +139,10 @@ def image_grid(images: np.ndarray, pad: int = 1) -> np.ndarray:
     return grid
 
 
-def save_samples(x: np.ndarray, image: bool, path_stem: str, title: str, nfe: int) -> list[str]:
-    """``<stem>.npz`` and ``<stem>.png`` (grid of images, or scatter of 2-D points)."""
+def save_samples(x: np.ndarray, image: bool, path_stem: str, title: str, nfe: int,
+                 reference: np.ndarray | None = None) -> list[str]:
+    """``<stem>.npz`` and ``<stem>.png`` (grid of images, or scatter of 2-D points drawn over the
+    ``reference`` points, e.g. data, when given)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,7 +159,11 @@ def save_samples(x: np.ndarray, image: bool, path_stem: str, title: str, nfe: in
         plt.imsave(path_stem + ".png", grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
     else:
         fig, ax = plt.subplots(figsize=(5, 5))
-        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5)
+        if reference is not None:
+            ax.scatter(reference[:, 0], reference[:, 1], s=2, alpha=0.4, label="data")
+        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5, label="samples")
+        if reference is not None:
+            ax.legend(markerscale=4)
         ax.set_title(title, fontsize=9)
         ax.set_aspect("equal", "datalim")
         fig.tight_layout()
@@ -274,11 +281,8 @@ def _table(rows: list[dict], metric: str) -> str:
     nfes = sorted(dict.fromkeys(r["nfe"] for r in rows))
     names = list(dict.fromkeys(r["solver"] for r in rows))
     by = {(r["solver"], r["nfe"]): r[metric] for r in rows}
-    lines = ["| solver | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---" * (len(nfes) + 1) + "|"]
-    for name in names:
-        cells = [f"{by[name, n]:.4g}" if (name, n) in by else "-" for n in nfes]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(["solver"] + [f"NFE {n}" for n in nfes], [[name] + [by.get((name, n)) for n in nfes]
+                                                                   for name in names], digits=4)
 
 
 def evaluate(config, workdir: str) -> dict:

@@ -17,9 +17,7 @@ import json
 import math
 import os
 import signal
-import sys
 import threading
-import time
 from typing import Any, Callable
 
 import jax
@@ -28,7 +26,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from models.mlp import param_count
+from models.common import param_count
 from train import distributed
 from train.checkpoint import Checkpointer, abstract_like
 from train.data import Batches
@@ -36,6 +34,7 @@ from train.ema import ema_decay, ema_update
 from train.losses import Objective
 from train.nets import Network
 from train.optim import make_optimizer
+from train.report import Progress
 
 METRICS_FILE = "metrics.jsonl"
 LOSS_PLOT = "loss.png"
@@ -91,39 +90,6 @@ def shard_step(step: Callable, mesh) -> Callable:
 
 
 # -- console and files ------------------------------------------------------------------------------
-
-def _fmt_time(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-class ProgressLine:
-    """``[train] step s/N pct | loss | it/s img/s | elapsed ETA``; the rate excludes the first (compiling) step."""
-
-    def __init__(self, total: int, batch: int, stream=None):
-        self.total, self.batch, self.stream = total, batch, stream or sys.stderr
-        self.t0 = time.perf_counter()
-        self.first = None  # (step, time) at the first log of this run: the rate counts from there
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-
-    def rate(self, step: int) -> float:
-        now = time.perf_counter()
-        if self.first is None:
-            self.first = (step, now)
-            return float("nan")
-        done, dt = step - self.first[0], now - self.first[1]
-        return done / dt if dt > 0 and done > 0 else float("nan")
-
-    def show(self, step: int, loss: float, rate: float, final: bool = False) -> None:
-        eta = (self.total - step) / rate if rate > 0 else float("nan")
-        line = (f"[train] step {step}/{self.total} {100.0 * step / self.total:5.1f}% | loss {loss:.4g} | "
-                f"{rate:.2f} it/s {rate * self.batch:.0f} img/s | elapsed {_fmt_time(time.perf_counter() - self.t0)}"
-                f" ETA {_fmt_time(eta)}")
-        end = "\n" if final or not self.tty else ""
-        print(("\r" if self.tty else "") + line, end=end, file=self.stream, flush=True)
-
 
 def read_metrics(workdir: str) -> list[dict]:
     path = os.path.join(workdir, METRICS_FILE)
@@ -226,7 +192,8 @@ def fit(network: Network, objective: Objective, batches: Batches, cfg, workdir: 
 
     _, train_key = keys(seed)
     step_fn = shard_step(make_train_step(network, objective, tx, train_key, cfg.ema_decay, cfg.ema_warmup), mesh)
-    progress = ProgressLine(cfg.num_steps, batches.global_batch)
+    progress = Progress(cfg.num_steps, "[train] step ", done=start, per_unit=(batches.global_batch, "img"),
+                        skip_first=True, inplace=True)
     pending: list[dict] = []
     step = start
 
@@ -248,17 +215,17 @@ def fit(network: Network, objective: Objective, batches: Batches, cfg, workdir: 
                     loss = float(np.mean([m["loss"] for m in host]))
                     if not math.isfinite(loss):
                         raise FloatingPointError(f"training loss is {loss} at step {step}")
-                    rate = progress.rate(step)
+                    rate = progress.advance(step)
                     if main:
                         rec = {"step": step, "loss": loss, "loss_last": float(host[-1]["loss"]),
                                "grad_norm": float(host[-1]["grad_norm"]), "lr": float(lr_fn(step - 1)),
                                "steps_per_s": rate if math.isfinite(rate) else None,
                                "images_per_s": rate * batches.global_batch if math.isfinite(rate) else None,
-                               "elapsed_s": time.perf_counter() - progress.t0}
+                               "elapsed_s": progress.elapsed}
                         with open(os.path.join(workdir, METRICS_FILE), "a") as f:
                             f.write(json.dumps(rec) + "\n")
                         if verbose:
-                            progress.show(step, loss, rate, final=step == cfg.num_steps)
+                            progress.show(rate, f"loss {loss:.4g}")
                 save(step, force=False)
             finished = True
         except KeyboardInterrupt:
