@@ -61,6 +61,8 @@ def machine() -> dict:
         info["gpu"] = devices[0].device_kind
     for pkg in ("jax", "jaxlib", "flax", "numpy", "torch", "diffusers"):
         info[pkg] = _version(pkg)
+    if os.environ.get("XLA_FLAGS"):
+        info["XLA_FLAGS"] = os.environ["XLA_FLAGS"]
     return info
 
 
