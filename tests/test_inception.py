@@ -4,8 +4,9 @@ Checked: a missing file is a clear error naming it; pool3 is (B, 2048) for 299x2
 resized 32x32 inputs; the state-dict -> Flax mapping round-trips on a random state dict whose
 keys and shapes are derived here from torchvision's Inception3 + pytorch-fid's FID blocks (an
 independent enumeration), also through a saved ``.pth``; the resize and the FID pools equal
-torch's. Not checked here: parity of the features with pytorch-fid on the real weights, which
-needs ``pt_inception-2015-12-05-6726825d.pth`` (and pytorch-fid) locally.
+torch's. tests/test_inception_parity.py checks the features against an independent torch twin of
+pytorch-fid's network on random weights; the real ``pt_inception-2015-12-05-6726825d.pth`` is not
+available here (no network).
 """
 import jax
 import jax.numpy as jnp
