@@ -40,6 +40,7 @@ from train.report import markdown_table
 
 SAMPLES_DIR = "samples"
 EVAL_CSV = "eval.csv"
+FID_BATCH = 50  # Inception images per forward pass
 
 
 def _log(*args) -> None:
@@ -226,12 +227,15 @@ def metric_fns(config, workdir: str):
 def fid_fn(config, workdir: str):
     """FID (Heusel et al. 2017) against the CIFAR-10 training set, as DDPM / score_sde / DPM-Solver report it.
 
-    The training set's Inception statistics are computed once and cached in ``workdir``.
+    The training set's Inception statistics are computed once and cached in ``workdir``. Inception
+    batches hold at most ``eval.num_samples`` images (one compilation for samples and training set;
+    a small evaluation is not padded to 50 images per batch).
     """
     from models import inception, metrics
 
     variables = inception.load_fid_inception(config.eval.inception_weights)
-    features = lambda x: inception.inception_features(variables, x, value_range=(-1.0, 1.0))
+    batch = min(FID_BATCH, config.eval.num_samples)
+    features = lambda x: inception.inception_features(variables, x, batch_size=batch, value_range=(-1.0, 1.0))
     cache = os.path.join(workdir, "fid_stats_cifar10_train.npz")
 
     def reference_stats():
@@ -308,7 +312,8 @@ def evaluate(config, workdir: str) -> dict:
             writer.writeheader()
             writer.writerows(rows)
         for m in fns:
-            print(f"\n{m} of {config.eval.num_samples} samples vs held-out {d.name} (checkpoint step {step})")
+            against = f"the {d.name} training set" if m == "fid" else f"held-out {d.name}"
+            print(f"\n{m} of {config.eval.num_samples} samples vs {against} (checkpoint step {step})")
             print(_table(rows, m), flush=True)
             _plot_metric(rows, m, os.path.join(workdir, f"eval_{m}.png"))
     return {"step": step, "rows": rows}
