@@ -77,14 +77,7 @@ def machine_lines() -> str:
 def time_call(fn: Callable, *args, warmup: int = 2, repeats: int = 10,
               sync: Callable = jax.block_until_ready) -> float:
     """Median wall time (s) of ``sync(fn(*args))`` over ``repeats`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        sync(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sync(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return time_paired([lambda: fn(*args)], repeats=repeats, warmup=warmup, sync=sync)[0]
 
 
 def time_paired(fns: Sequence[Callable], repeats: int = 10, warmup: int = 2,
