@@ -7,10 +7,12 @@ trained for ``TRAIN_STEPS`` Adam steps on the mixture's samples with the eps los
 ``samplers.core.sample`` from the same noise and key. For each row the tolerance is the loosest of
 ``TOLS`` whose final sample has an RMS error relative to the sequential one of at most 1e-3
 (``rel err``); ``rounds`` are the batched model-call rounds (the latency), ``calls`` the model
-calls spent. Methods: ``picard`` (ParaDiGMS increments), ``picard+secant`` (the linear part of each
-step estimated by a secant, solved by a parallel linear recurrence), and for DPM-Solver++(2M) on
+calls spent. Methods: ``picard`` (ParaDiGMS increments), ``picard+secant`` / ``picard+tangent``
+(the linear part of each step, a per-sample slope from a secant between rounds / from a
+Jacobian-vector product, solved by a parallel linear recurrence), and for DPM-Solver++(2M) on
 the mixture also ``states`` (whole states with replayed model outputs) and ``jacobi`` (plain
-Jacobi over states). Wall times: sequential, parallel on 1 device, and parallel sharded over 8
+Jacobi over states). A second table gives, per sampler, model and step count, the best
+steps/rounds over the methods against the goal (8x at 100 steps, 50x at 1000). Wall times: sequential, parallel on 1 device, and parallel sharded over 8
 host devices (a subprocess with ``--xla_force_host_platform_device_count=8``; on a CPU those 8
 devices share the same cores, so this column measures the sharding's overhead, not a speed-up).
 
@@ -48,11 +50,13 @@ from samplers.sde.ancestral import ddpm, ddpm_coefficients  # noqa: E402
 from train.losses import Objective  # noqa: E402
 
 DIM, BATCH = 32, 8
-TOLS = (2.0, 1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.003, 0.001, 1e-4, 0.0)
+TOLS = (5.0, 3.0, 2.0, 1.5, 1.0, 0.7, 0.5, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.03, 0.02, 0.01, 0.003, 0.001, 1e-4, 0.0)
 TRAIN_STEPS, TRAIN_BATCH = 2000, 512
 GOAL = 1e-3
+SPEEDUP_GOAL = {100: 8, 1000: 50}  # steps / rounds the issue asks for, at rel err <= GOAL
 WINDOW = {100: 96, 1000: 400}
-METHODS = {"picard": dict(update="increments"), "picard+secant": dict(update="increments", secant=True),
+METHODS = {"picard": dict(update="increments"), "picard+secant": dict(update="increments", slope="secant"),
+           "picard+tangent": dict(update="increments", slope="tangent"),
            "states": dict(update="states"), "jacobi": dict(update="jacobi")}
 SCH = schedules.vp_linear()
 
@@ -112,7 +116,7 @@ def rows_to_run(quick: bool):
     for n in steps:
         for m in models:
             for s in ("ddim", "euler", "dpm++2m", "ddpm"):
-                for meth in ("picard", "picard+secant"):
+                for meth in ("picard", "picard+secant", "picard+tangent"):
                     out.append(dict(steps=n, model=m, sampler=s, method=meth))
         out += [dict(steps=n, model="gmm", sampler="dpm++2m", method=meth) for meth in ("states", "jacobi")]
     return out
@@ -143,6 +147,7 @@ def measure(row: dict, repeats: int) -> dict:
     res = dict(row, window=par.window, tol=tol, rounds=int(stats.rounds), calls=int(stats.model_calls), rel=rel)
     res["wall_seq"] = time_call(seq_run, smp, fn, x, key, warmup=1, repeats=repeats)
     res["wall_par1"] = time_call(par_run, par, fn, x, key, tol, warmup=1, repeats=repeats)
+    jax.clear_caches()  # one program per row: drop them, or ~50 rows exhaust the JIT's code memory
     return res
 
 
@@ -155,8 +160,10 @@ def measure_sharded(row: dict, repeats: int) -> dict:
     one = par_run(time_parallel(smp, row["window"], row["tol"], scale, **kw), fn, x, key)[0].x
     par = time_parallel(smp, row["window"], row["tol"], scale, mesh=window_mesh(), **kw)
     out, _ = par_run(par, fn, x, key)
-    return dict(gap=float(jnp.max(jnp.abs(out.x - one))),
-                wall=time_call(par_run, par, fn, x, key, warmup=1, repeats=repeats))
+    res = dict(gap=float(jnp.max(jnp.abs(out.x - one))), wall=time_call(par_run, par, fn, x, key, warmup=1,
+                                                                         repeats=repeats))
+    jax.clear_caches()
+    return res
 
 
 def sharded_in_subprocess(rows: list, devices: int, repeats: int) -> list:
@@ -207,6 +214,23 @@ def main():
         print(f"MLP: {TRAIN_STEPS} Adam steps (lr 1e-3, batch {TRAIN_BATCH}), final eps loss {trained_mlp()[2]:.3f}.")
     print()
     print(markdown_table(headers, table))
+    print("\n## Best steps/rounds per sampler (rel err <= %g) vs the goal\n" % GOAL)
+    print(markdown_table(["steps", "model", "sampler", "best method", "steps/rounds", "goal", "met"], goal_rows(rows)))
+
+
+def goal_rows(rows: list) -> list:
+    """Per (steps, model, sampler): the method with the fewest rounds, its speed-up and the goal."""
+    best = {}
+    for r in rows:
+        k = (r["steps"], r["model"], r["sampler"])
+        if r["method"] != "jacobi" and (k not in best or r["rounds"] < best[k]["rounds"]):
+            best[k] = r
+    out = []
+    for (n, m, s), r in best.items():
+        speedup, goal = n / r["rounds"], SPEEDUP_GOAL.get(n)
+        out.append([n, m, s, r["method"], speedup, goal if goal else "-", "-" if goal is None else
+                    ("yes" if speedup >= goal else "no")])
+    return out
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def problem(name: str):
     return smp, scale, gmm.model_fn(sch, "eps"), x, key
 
 
-def run(name: str, window: int, tol: float, mesh=None):
+def run(name: str, window: int, tol: float, mesh=None, slope: str = "one"):
     """The final sample and stats of the time-parallel run, as numpy (readable on every process)."""
     import jax
     import numpy as np
@@ -48,7 +48,7 @@ def run(name: str, window: int, tol: float, mesh=None):
     from samplers.parallel import parallel_sample, time_parallel
 
     smp, scale, model_fn, x, key = problem(name)
-    par = time_parallel(smp, window, tol, scale, mesh=mesh)
+    par = time_parallel(smp, window, tol, scale, slope=slope, mesh=mesh)
     if mesh is not None:  # global (replicated) inputs for a multi-process jit
         put = lambda a: jax.make_array_from_callback(a.shape, NamedSharding(mesh, P()), lambda i: a[i])
         x, key = put(x), put(key)
@@ -61,6 +61,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--sampler", default="ddpm", choices=["ddim", "ddpm"])
+    ap.add_argument("--slope", default="one", choices=["one", "secant", "tangent"])
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--tol", type=float, default=1e-3)
     ap.add_argument("--batch-devices", type=int, default=2)
@@ -89,7 +90,7 @@ def main():
             time_parallel(smp, mesh.shape["window"] + 2, 0.1, mesh=mesh)
         except ValueError as e:
             raised = "divide" in str(e)
-    x, rounds, calls = run(args.sampler, args.window, args.tol, mesh)
+    x, rounds, calls = run(args.sampler, args.window, args.tol, mesh, args.slope)
     if jax.process_index() == 0:
         np.savez(args.out, x=x, rounds=rounds, calls=calls, devices=jax.device_count(),
                  processes=jax.process_count(), mesh=np.array(list(mesh.shape.values())),

@@ -30,20 +30,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _single_device(name: str):
-    return run(name, 8, 1e-3)
+def _single_device(name: str, slope: str = "one"):
+    return run(name, 8, 1e-3, slope=slope)
 
 
-@pytest.mark.parametrize("name", ["ddpm"])
-def test_eight_devices_equal_one(tmp_path, name):
+@pytest.mark.parametrize("name,slope", [("ddpm", "one"), ("ddpm", "tangent")])
+def test_eight_devices_equal_one(tmp_path, name, slope):
+    """The tangent slope differentiates through the sharded window call (jax.jvp of shard_map)."""
     out = tmp_path / "mesh8.npz"
-    proc = subprocess.run([sys.executable, WORKER, "--out", str(out), "--sampler", name, "--check-errors"],
+    proc = subprocess.run([sys.executable, WORKER, "--out", str(out), "--sampler", name, "--check-errors",
+                           "--slope", slope],
                           env=_env(8), cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = np.load(out)
     assert int(got["devices"]) == 8 and list(got["mesh"]) == [2, 4]
     assert bool(got["mesh_error_raised"])
-    x, rounds, calls = _single_device(name)
+    x, rounds, calls = _single_device(name, slope)
     np.testing.assert_allclose(got["x"], x, atol=1e-5, rtol=0)
     assert int(got["rounds"]) <= 24
 
