@@ -11,12 +11,14 @@ calls spent. Methods: ``picard`` (ParaDiGMS increments), ``picard+secant`` / ``p
 (the linear part of each step, a per-sample slope from a secant between rounds / from a
 Jacobian-vector product, solved by a parallel linear recurrence), and for DPM-Solver++(2M) on
 the mixture also ``states`` (whole states with replayed model outputs) and ``jacobi`` (plain
-Jacobi over states). A second table gives, per sampler, model and step count, the best
-steps/rounds over the methods against the goal (8x at 100 steps, 50x at 1000). Wall times: sequential, parallel on 1 device, and parallel sharded over 8
+Jacobi over states). Wall times: sequential, parallel on 1 device, and parallel sharded over 8
 host devices (a subprocess with ``--xla_force_host_platform_device_count=8``; on a CPU those 8
 devices share the same cores, so this column measures the sharding's overhead, not a speed-up).
+A second table gives, per sampler, model and step count, the best steps/rounds over the methods
+against the goal (8x at 100 steps, 50x at 1000); a third, the rounds of the 100-step DDPM rows
+over ``--draws`` draws of the start noise and key (how much the hardest row depends on them).
 
-Run: ``python bench/parallel.py [--quick]``.
+Run: ``python bench/parallel.py [--quick] [--draws N]`` (about 25 minutes on 2 CPU cores).
 """
 from __future__ import annotations
 
@@ -122,13 +124,26 @@ def rows_to_run(quick: bool):
     return out
 
 
-def inputs():
-    x = jax.random.normal(jax.random.PRNGKey(1), (BATCH, DIM))
-    return x, jax.random.PRNGKey(2)
+def inputs(draw: int = 0):
+    """Start noise and key: draw 0 is the main table's, draws 1.. the robustness table's."""
+    if draw == 0:
+        return jax.random.normal(jax.random.PRNGKey(1), (BATCH, DIM)), jax.random.PRNGKey(2)
+    return jax.random.normal(jax.random.PRNGKey(100 + draw), (BATCH, DIM)), jax.random.PRNGKey(200 + draw)
 
 
 seq_run = jax.jit(sample, static_argnums=(0, 1))
 par_run = jax.jit(parallel_sample, static_argnums=(0, 1))
+
+
+def loosest(par, fn, x, key, ref):
+    """(tol, stats, rel err) at the loosest of TOLS whose final sample is within GOAL of ``ref``."""
+    rms_ref = float(jnp.sqrt(jnp.mean(ref**2)))
+    for tol in TOLS:
+        out, stats = par_run(par, fn, x, key, tol)
+        rel = float(jnp.sqrt(jnp.mean((out.x - ref) ** 2))) / rms_ref
+        if rel <= GOAL:
+            break
+    return tol, stats, rel
 
 
 def measure(row: dict, repeats: int) -> dict:
@@ -137,18 +152,25 @@ def measure(row: dict, repeats: int) -> dict:
     fn = model(row["model"])
     x, key = inputs()
     par = time_parallel(smp, WINDOW[row["steps"]], TOLS[0], scale, **METHODS[row["method"]])
-    ref = seq_run(smp, fn, x, key).x
-    rms_ref = float(jnp.sqrt(jnp.mean(ref**2)))
-    for tol in TOLS:
-        out, stats = par_run(par, fn, x, key, tol)
-        rel = float(jnp.sqrt(jnp.mean((out.x - ref) ** 2))) / rms_ref
-        if rel <= GOAL:
-            break
+    tol, stats, rel = loosest(par, fn, x, key, seq_run(smp, fn, x, key).x)
     res = dict(row, window=par.window, tol=tol, rounds=int(stats.rounds), calls=int(stats.model_calls), rel=rel)
     res["wall_seq"] = time_call(seq_run, smp, fn, x, key, warmup=1, repeats=repeats)
     res["wall_par1"] = time_call(par_run, par, fn, x, key, tol, warmup=1, repeats=repeats)
     jax.clear_caches()  # one program per row: drop them, or ~50 rows exhaust the JIT's code memory
     return res
+
+
+def rounds_over_draws(row: dict, draws: int) -> list:
+    """Rounds at rel err <= GOAL of ``row`` for start draws 0..draws-1 (0: the main table's)."""
+    smp, scale = sampler(row["sampler"], row["steps"])
+    fn = model(row["model"])
+    par = time_parallel(smp, WINDOW[row["steps"]], TOLS[0], scale, **METHODS[row["method"]])
+    out = []
+    for d in range(draws):
+        x, key = inputs(d)
+        out.append(int(loosest(par, fn, x, key, seq_run(smp, fn, x, key).x)[1].rounds))
+    jax.clear_caches()
+    return out
 
 
 def measure_sharded(row: dict, repeats: int) -> dict:
@@ -176,11 +198,27 @@ def sharded_in_subprocess(rows: list, devices: int, repeats: int) -> list:
         return json.loads(dst.read_text())
 
 
+def goal_rows(rows: list) -> list:
+    """Per (steps, model, sampler): the method with the fewest rounds, its speed-up and the goal."""
+    best = {}
+    for r in rows:
+        k = (r["steps"], r["model"], r["sampler"])
+        if r["method"] != "jacobi" and (k not in best or r["rounds"] < best[k]["rounds"]):
+            best[k] = r
+    out = []
+    for (n, m, s), r in best.items():
+        speedup, goal = n / r["rounds"], SPEEDUP_GOAL.get(n)
+        out.append([n, m, s, r["method"], speedup, goal if goal else "-", "-" if goal is None else
+                    ("yes" if speedup >= goal else "no")])
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="100 steps on the mixture only")
     ap.add_argument("--devices", type=int, default=8, help="host devices of the sharded column (0: skip)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--draws", type=int, default=6, help="start draws of the DDPM robustness table (0: skip)")
     ap.add_argument("--sharded", nargs=2, metavar=("ROWS", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.sharded:
@@ -216,21 +254,15 @@ def main():
     print(markdown_table(headers, table))
     print("\n## Best steps/rounds per sampler (rel err <= %g) vs the goal\n" % GOAL)
     print(markdown_table(["steps", "model", "sampler", "best method", "steps/rounds", "goal", "met"], goal_rows(rows)))
-
-
-def goal_rows(rows: list) -> list:
-    """Per (steps, model, sampler): the method with the fewest rounds, its speed-up and the goal."""
-    best = {}
-    for r in rows:
-        k = (r["steps"], r["model"], r["sampler"])
-        if r["method"] != "jacobi" and (k not in best or r["rounds"] < best[k]["rounds"]):
-            best[k] = r
-    out = []
-    for (n, m, s), r in best.items():
-        speedup, goal = n / r["rounds"], SPEEDUP_GOAL.get(n)
-        out.append([n, m, s, r["method"], speedup, goal if goal else "-", "-" if goal is None else
-                    ("yes" if speedup >= goal else "no")])
-    return out
+    if args.draws:
+        print(f"\n## DDPM at 100 steps over {args.draws} draws of the start noise and key (draw 0: above)\n")
+        table = []
+        for r in rows:
+            if r["sampler"] == "ddpm" and r["steps"] == 100:
+                rounds = rounds_over_draws(r, args.draws)
+                table.append([r["model"], r["method"], " ".join(map(str, rounds)), float(np.median(rounds)),
+                              max(rounds), f"{sum(100 / k >= SPEEDUP_GOAL[100] for k in rounds)}/{len(rounds)}"])
+        print(markdown_table(["model", "method", "rounds per draw", "median", "max", "draws >= 8x"], table))
 
 
 if __name__ == "__main__":
