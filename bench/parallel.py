@@ -161,12 +161,12 @@ def measure(row: dict, repeats: int) -> dict:
 
 
 def rounds_over_draws(row: dict, draws: int) -> list:
-    """Rounds at rel err <= GOAL of ``row`` for start draws 0..draws-1 (0: the main table's)."""
+    """Rounds at rel err <= GOAL of a measured ``row`` for start draws 0..draws-1 (0: the row's own)."""
     smp, scale = sampler(row["sampler"], row["steps"])
     fn = model(row["model"])
     par = time_parallel(smp, WINDOW[row["steps"]], TOLS[0], scale, **METHODS[row["method"]])
-    out = []
-    for d in range(draws):
+    out = [row["rounds"]]
+    for d in range(1, draws):
         x, key = inputs(d)
         out.append(int(loosest(par, fn, x, key, seq_run(smp, fn, x, key).x)[1].rounds))
     jax.clear_caches()
