@@ -48,7 +48,7 @@ from samplers.ode.ddim import ddim  # noqa: E402
 from samplers.ode.dpm_solver import dpm_solver_pp  # noqa: E402
 from samplers.ode.rk import euler  # noqa: E402
 from samplers.parallel import parallel_sample, step_scale, time_parallel, window_mesh  # noqa: E402
-from samplers.sde.ancestral import ddpm, ddpm_coefficients  # noqa: E402
+from samplers.sde.ancestral import ddpm, ddpm_noise  # noqa: E402
 from train.losses import Objective  # noqa: E402
 
 DIM, BATCH = 32, 8
@@ -106,9 +106,7 @@ def sampler(name: str, steps: int):
         grid = time_grid(SCH, steps, "logsnr")
         return dpm_solver_pp(SCH, grid, 2), step_scale(grid)
     grid = time_grid(SCH, steps, "uniform")  # DDPM's own grid: uniform in time, as in Ho et al. (2020)
-    noise = ddpm_coefficients((grid.alpha[:-1], grid.sigma[:-1], grid.lam[:-1]),
-                              (grid.alpha[1:], grid.sigma[1:], grid.lam[1:]))[2]
-    return ddpm(SCH, grid), step_scale(grid, noise)
+    return ddpm(SCH, grid), step_scale(grid, ddpm_noise(grid))
 
 
 def rows_to_run(quick: bool):

@@ -23,15 +23,13 @@ def problem(name: str):
     from samplers.grids import time_grid
     from samplers.ode.ddim import ddim
     from samplers.parallel import step_scale
-    from samplers.sde.ancestral import ddpm, ddpm_coefficients
+    from samplers.sde.ancestral import ddpm, ddpm_noise
 
     sch = schedules.vp_linear()
     grid = time_grid(sch, 24, "logsnr")
     gmm = random_mixture(dim=8, num_components=3, seed=3)
     if name == "ddpm":
-        noise = ddpm_coefficients((grid.alpha[:-1], grid.sigma[:-1], grid.lam[:-1]),
-                                  (grid.alpha[1:], grid.sigma[1:], grid.lam[1:]))[2]
-        smp, scale = ddpm(sch, grid), step_scale(grid, noise)
+        smp, scale = ddpm(sch, grid), step_scale(grid, ddpm_noise(grid))
     else:
         smp, scale = ddim(sch, grid), step_scale(grid)
     x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (4, 8)))

@@ -16,7 +16,7 @@ from samplers.ode.dpm_solver import dpm_solver_pp
 from samplers.ode.rk import euler, heun
 from samplers.ode.unipc import unipc
 from samplers.parallel import parallel_sample, step_scale, time_parallel, window_mesh
-from samplers.sde.ancestral import ddpm, ddpm_coefficients
+from samplers.sde.ancestral import ddpm, ddpm_noise
 
 N = 24
 SCH = schedules.vp_linear()
@@ -24,8 +24,7 @@ GRID = time_grid(SCH, N, "logsnr")
 KARRAS = time_grid(SCH, N, "karras")
 GMM = random_mixture(dim=8, num_components=3, seed=3)
 MODEL = GMM.model_fn(SCH, "eps")
-DDPM_NOISE = ddpm_coefficients((GRID.alpha[:-1], GRID.sigma[:-1], GRID.lam[:-1]),
-                               (GRID.alpha[1:], GRID.sigma[1:], GRID.lam[1:]))[2]
+DDPM_NOISE = ddpm_noise(GRID)
 
 # name: (sampler, scale g, update rule, slope)
 CASES = {
@@ -150,8 +149,7 @@ def test_tangent_slope_gives_ddpm_8x_fewer_rounds():
     (a Jacobian-vector product along the last change) <= 12 rounds at < 1e-3 relative error,
     where plain Picard needs >= 20 at the same tolerance."""
     grid = time_grid(SCH, 100, "uniform")
-    noise = ddpm_coefficients((grid.alpha[:-1], grid.sigma[:-1], grid.lam[:-1]),
-                              (grid.alpha[1:], grid.sigma[1:], grid.lam[1:]))[2]
+    noise = ddpm_noise(grid)
     smp = ddpm(SCH, grid)
     model = random_mixture(dim=32, num_components=4, seed=0).model_fn(SCH, "eps")
     x, key = jax.random.normal(jax.random.PRNGKey(1), (8, 32)), jax.random.PRNGKey(2)

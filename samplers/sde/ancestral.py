@@ -49,6 +49,14 @@ def ddpm_coefficients(start, end, variance: str = "small"):
     return A, B, np.sqrt(var)
 
 
+def ddpm_noise(grid: TimeGrid, variance: str = "small") -> np.ndarray:
+    """(N,) noise standard deviation g of each step of ``ddpm(schedule, grid, variance=variance)``
+    (e.g. the per-step scale of ``samplers.parallel.step_scale``)."""
+    check_grid(grid)
+    check_choice("variance", variance, VARIANCES)
+    return ddpm_coefficients(*_pairs(grid), variance)[2]
+
+
 def ddim_eta_coefficients(start, end, eta: float):
     """(A, B, g) of the DDIM step with ``eta`` from ``start`` = (alpha, sigma, lam) to ``end``."""
     (a_t, s_t, l_t), (a_s, s_s, l_s) = start, end
