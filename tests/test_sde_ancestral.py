@@ -9,7 +9,7 @@ from samplers import schedules
 from samplers.core import sample
 from samplers.grids import time_grid
 from samplers.ode.ddim import ddim
-from samplers.sde.ancestral import ddim_eta, ddpm
+from samplers.sde.ancestral import ddim_eta, ddpm, ddpm_noise
 from samplers.sde.euler_maruyama import euler_maruyama, sde_coefficients
 from samplers.sde.sde_dpm import sde_dpm_solver
 from tests.test_sde_moments import GMM
@@ -78,6 +78,24 @@ def test_nfe_vmap_and_key_dependence():
         np.testing.assert_allclose(np.asarray(batched.x[1]), np.asarray(one(xs[1], keys[1]).x), atol=1e-5)
         other = one(xs[1], keys[0]).x
         assert float(jnp.max(jnp.abs(other - batched.x[1]))) > 1e-3  # the noise comes from the key
+
+
+@pytest.mark.parametrize("variance", ["small", "large"])
+def test_ddpm_noise_is_the_steps_noise(variance):
+    """ddpm_noise(grid) is the std of the noise each DDPM step adds: two keys, same x and model,
+    differ by g_i (z1 - z2), whose std is g_i sqrt(2)."""
+    sch = schedules.vp_linear()
+    grid = time_grid(sch, 6, "uniform")
+    smp, g = ddpm(sch, grid, variance=variance), ddpm_noise(grid, variance)
+    fn = GMM.model_fn(sch, "eps")
+    x = jax.random.normal(jax.random.PRNGKey(0), (20000, 2))
+    for i in range(grid.num_steps):
+        state = smp.init(x).replace(i=jnp.int32(i))
+        a, b = (smp.step(state, jax.random.PRNGKey(k), fn).x for k in (1, 2))
+        np.testing.assert_allclose(float(jnp.std(a - b)) / np.sqrt(2), g[i], rtol=0.02, atol=1e-7)
+    assert np.all(ddpm_noise(grid, "small") <= ddpm_noise(grid, "large"))  # posterior variance <= beta
+    with pytest.raises(ValueError, match="variance"):
+        ddpm_noise(grid, "medium")
 
 
 @pytest.mark.parametrize("build,kwargs,match", [
