@@ -17,8 +17,8 @@ guesses by one of three rules (``update``):
   ``x_prev``: multistep solvers of order >= 2 and UniPC; DDIM's and DDPM's states are x alone)
   takes its other fields by Jacobi, refreshed with this round's outputs: point ``j`` is
   re-stepped, with its model output ``m_j`` replayed (no model call), from ``x_j`` and the other
-  fields of ``T_{j-1}``, and the increment of ``x`` is taken from that. Cumulative sums of the history itself would not contract: a history is a shift register
-  whose increments are O(1). Fast when the step is near the identity in ``x`` (DDIM, DDPM,
+  fields of ``T_{j-1}``, and the increment of ``x`` is taken from that. Cumulative sums of the
+  history itself would not contract: a history is a shift register whose increments are O(1). Fast when the step is near the identity in ``x`` (DDIM, DDPM,
   DPM-Solver(++) multistep); a step whose ``x`` follows another field (UniPC's corrector base
   ``x_prev``) converges little faster than sequentially this way -- use ``"states"``.
   ``slope`` solves the linear part of each step exactly (a per-sample Newton step with the
@@ -260,7 +260,8 @@ def parallel_sample(par: ParallelSampler, model_fn: ModelFn, x, key: PRNGKey | N
         inputs = jax.tree.map(lambda a: a[:-1], states).replace(i=idx.astype(states.i.dtype))
         tangent = None
         if par.slope == "tangent":  # d step(x).x along the last round's change of x (0 for new points)
-            direction = jnp.where(memory[2].reshape((p,) + (1,) * (inputs.x.ndim - 1)), inputs.x - memory[0], 0.0)
+            x_last, _, known = memory
+            direction = jnp.where(known.reshape((p,) + (1,) * (inputs.x.ndim - 1)), inputs.x - x_last, 0.0)
             (stepped, outputs), (d_stepped, _) = jax.jvp(
                 lambda x: stepper(inputs.replace(x=x), keys[idx]), (inputs.x,), (direction,))
             tangent = (direction, d_stepped.x)
