@@ -9,6 +9,10 @@ Every ODE/SDE solver, MCMC kernel and SMC sampler of the library is a ``Sampler`
   reads its precomputed coefficients by ``state.i``.
 * ``num_steps`` is static; ``nfe`` is the exact number of model calls of a full
   run (an upper bound for adaptive solvers, whose state counts the real number).
+* ``transition`` (stochastic samplers whose step is a Gaussian transition only, else
+  None): ``transition(state, model_fn) -> Transition``, the step before its noise:
+  x_{i+1} ~ N(mean, scale^2 I) and ``step`` is ``gaussian_step(transition)``. SMC,
+  twisting and guidance read it instead of re-deriving a method's coefficients.
 
 Every state carries ``x`` (the current sample), ``i`` (the step index) and
 ``nfe`` (model calls so far).
@@ -33,6 +37,35 @@ class Sampler(NamedTuple):
     step: Callable[[State, PRNGKey, ModelFn], State]
     num_steps: int
     nfe: int
+    transition: Callable[[State, ModelFn], "Transition"] | None = None
+
+
+class Transition(NamedTuple):
+    """Step i of a Gaussian-transition sampler: x_{i+1} ~ N(mean, scale^2 I).
+
+    ``mean`` is affine in the model output: mean = rest + out_coef * output, with
+    ``output`` the model output at (x_i, t) in the sampler's space (``space``: x0, eps or
+    velocity), so a guided or twisted output m' gives the mean + out_coef (m' - output).
+    ``state`` is the next state with ``x = mean`` (noise not yet added)."""
+
+    mean: Array
+    scale: Array  # scalar noise std of this step (0 on a noise-free step)
+    output: Array
+    out_coef: Array  # scalar weight of ``output`` in ``mean``
+    t: Array  # the model time of step i
+    space: str
+    state: State
+
+
+def gaussian_step(transition: Callable[[State, ModelFn], Transition]) -> Callable[[State, PRNGKey, ModelFn], State]:
+    """The step of a Gaussian transition: mean + scale z, z ~ N(0, I) from the step key."""
+
+    def step(state, key, model_fn):
+        tr = transition(state, model_fn)
+        x = tr.mean + tr.scale * jax.random.normal(key, tr.mean.shape, tr.mean.dtype)
+        return tr.state.replace(x=x)
+
+    return step
 
 
 @struct.dataclass

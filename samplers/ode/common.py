@@ -54,6 +54,7 @@ def predictor(schedule: Schedule, predicts: str, space: str, thresholding: dict 
             return fn
         return lambda x, t: dynamic_threshold(fn(x, t), **thresholding)
 
+    wrap.space = space  # read by engines that expose their step's model output (Transition)
     return wrap
 
 

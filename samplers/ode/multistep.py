@@ -12,7 +12,9 @@ float64 numpy by each method's builder (DDIM, DPM-Solver(++) multistep, UniPC,
 DEIS); lower orders at the start or the end are rows whose extra weights are 0.
 The optional noise scale g_i makes the same engine serve the stochastic
 multistep samplers (DDIM with eta, DDPM ancestral, SDE-DPM-Solver(++)), the
-noise drawn from the step's key only.
+noise drawn from the step's key only. Without a corrector such a step is a
+Gaussian transition, exposed as ``Sampler.transition`` (``core.Transition``:
+mean A_i x_i + sum_k B_{i,k} H_k, scale g_i, the output m_i and its weight B_{i,0}).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from samplers.core import Sampler, take, take_rows
+from samplers.core import Sampler, Transition, gaussian_step, take, take_rows
 from samplers.grids import TimeGrid
 from samplers.ode.common import combine
 
@@ -68,9 +70,11 @@ def linear_multistep(
         hist = jnp.zeros((depth,) + x.shape, x.dtype) if depth else None
         return MultistepState(x=x, i=z, nfe=z, hist=hist, x_prev=x if corrector is not None else None)
 
-    def step(state, key, model_fn):
+    def advance(state, model_fn):
+        """(m_i, the next state with x = the noise-free part of x_{i+1}, the noise scale g_i, B_{i,0}, t_i)."""
         x, i, dt = state.x, state.i, state.x.dtype
-        m = wrap_model(model_fn)(x, take(t, i, dt))
+        ti = take(t, i, dt)
+        m = wrap_model(model_fn)(x, ti)
         a, b, *rest = take_rows(i, dt, *tables)
         past = [] if state.hist is None else [state.hist[j] for j in range(depth)]
         if corrector is not None:
@@ -78,14 +82,28 @@ def linear_multistep(
             xc = ac * state.x_prev + combine(c, past) + cn * m
             x = jnp.where(take(active, i, bool), xc, x)
         hist = [m] + past[:k - 1]
-        x_next = a * x + combine(b, hist)
-        if noise is not None:
-            x_next = x_next + rest[-1] * jax.random.normal(key, x.shape, dt)
-        return MultistepState(x=x_next, i=i + 1, nfe=state.nfe + 1,
-                              hist=jnp.stack(hist[:depth]) if depth else None,
-                              x_prev=x if corrector is not None else None)
+        nxt = MultistepState(x=a * x + combine(b, hist), i=i + 1, nfe=state.nfe + 1,
+                             hist=jnp.stack(hist[:depth]) if depth else None,
+                             x_prev=x if corrector is not None else None)
+        return m, nxt, (rest[-1] if noise is not None else None), b[0], ti
 
-    return Sampler(init=init, step=step, num_steps=n, nfe=n)
+    def step(state, key, model_fn):
+        _, nxt, g, _, _ = advance(state, model_fn)
+        if g is None:
+            return nxt
+        return nxt.replace(x=nxt.x + g * jax.random.normal(key, nxt.x.shape, nxt.x.dtype))
+
+    transition = None
+    if noise is not None and corrector is None:
+        space = getattr(wrap_model, "space", None)
+
+        def transition(state, model_fn):
+            m, nxt, g, b0, ti = advance(state, model_fn)
+            return Transition(mean=nxt.x, scale=g, output=m, out_coef=b0, t=ti, space=space, state=nxt)
+
+        step = gaussian_step(transition)
+
+    return Sampler(init=init, step=step, num_steps=n, nfe=n, transition=transition)
 
 
 LOWER_ORDER_FINAL_STEPS = 15  # diffusers lowers the final orders below this many steps
