@@ -81,7 +81,7 @@ class GaussianMixture:
         s = jnp.asarray(self.eigvals, dt)[None]
         lam = alpha**2 * s + sigma**2  # (1, K, d)
         z = self._project(x[:, None, :] - alpha * jnp.asarray(self.means, dt)[None])
-        logn = -0.5 * jnp.sum(z**2 / lam + jnp.log(lam), -1) - 0.5 * self.dim * np.log(2 * np.pi)
+        logn = -0.5 * jnp.sum(z**2 / lam + jnp.log(lam), -1) - 0.5 * self.dim * float(np.log(2 * np.pi))
         return jnp.log(jnp.asarray(self.weights, dt))[None] + logn, z / lam, s
 
     def log_prob_t(self, x, alpha, sigma):

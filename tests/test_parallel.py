@@ -161,3 +161,22 @@ def test_tangent_slope_gives_ddpm_8x_fewer_rounds():
         assert rel < 1e-3, (slope, rel)
         rounds[slope] = int(stats.rounds)
     assert rounds["tangent"] <= 12 and rounds["one"] >= 20, rounds
+
+
+@pytest.mark.parametrize("name", ["dpm2m-tangent", "ddpm-tangent"])
+def test_float64_runs(x64, name):
+    """With jax_enable_x64 on, every carried counter keeps its dtype (the while_loop traces) and the
+    float64 run converges to its sequential run; an ODE sampler's float64 run equals its float32 one
+    to float32 precision (an SDE's float64 noise draws differ from float32 ones, so DDPM is compared
+    with its own float64 sequential run only)."""
+    smp, par = case(name, tol=1e-6)
+    x, key = start()
+    f64, _ = run(par, MODEL, x.astype(jnp.float64), key)
+    assert f64.x.dtype == jnp.float64
+    ref = sequential(smp, MODEL, x.astype(jnp.float64), key).x
+    scale = float(jnp.sqrt(jnp.mean(ref ** 2)))
+    assert float(jnp.max(jnp.abs(f64.x - ref))) < 1e-6 * scale
+    if name.startswith("dpm2m"):
+        f32, _ = run(par, MODEL, x.astype(jnp.float32), key)
+        assert f32.x.dtype == jnp.float32
+        assert float(jnp.max(jnp.abs(f64.x - f32.x))) < 1e-5 * scale

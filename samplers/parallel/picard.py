@@ -271,8 +271,8 @@ def parallel_sample(par: ParallelSampler, model_fn: ModelFn, x, key: PRNGKey | N
         new = at(jax.tree.map(lambda a, g: jnp.concatenate([a[:1], g]), states, guesses), s)
         change = _change(new, states)
         g2_j = g2[idx]
-        calls = calls + jnp.sum(stepped.nfe - inputs.nfe)
-        residual = jnp.max(jnp.sqrt(change / g2_j))
+        calls = calls + jnp.sum(stepped.nfe - inputs.nfe, dtype=jnp.int32)
+        residual = jnp.max(jnp.sqrt(change / g2_j)).astype(jnp.float32).astype(jnp.float32)
         # converged: points up to the frontier f (once converged, refined since) and those whose change
         # is within tolerance; the frontier passes the converged prefix plus one (control.stride)
         f = s + control.stride((change <= tol2 * g2_j) | (s + offsets[1:] <= f), n - s)
