@@ -12,6 +12,17 @@ sigma = 0, marked "t=0"). Everything runs in float64 (``--float32`` for ours in 
 
 Prints the machine, a markdown table (rows: methods, columns: NFE; "(k)": k model calls
 were made instead) and writes it with a log-log plot to ``--out``.
+
+Learnt grids (``samplers.ode.learnt_grid``, rows "learnt <base>"): for each NFE of
+``--learnt-nfes`` the grid of each ``--learnt-bases`` method is searched against the exact
+PF-ODE solution from ``--train-batch`` other noise draws (seed 1) on the same mixture, saved with
+orbax to ``--out``/grids, loaded back and evaluated on the benchmark noise; rows "learnt <base>
+(other mixture)" use grids searched on a different mixture (seed 1) instead; ":decoupled" also
+searches the times the model is called at (LD3). The last lines give
+the ratio of diffusers' DPM-Solver++ 3M error to the best of ours at each learnt NFE. The issue's
+goal setting is
+
+    python bench/ode_accuracy.py --dim 32 --components 6 --nfes 5,10,15,20 --solvers ddim,ipndm,dpm_solver_pp_3m,unipc_3
 """
 from __future__ import annotations
 
@@ -30,6 +41,8 @@ from bench.common import (DDPM, Progress, Reference, diffusers_loop, diffusers_m
                           markdown_table, plot_error_vs_nfe, rms, solver_error)
 from models.analytic import random_mixture  # noqa: E402
 from samplers import registry  # noqa: E402
+from samplers.core import sample  # noqa: E402
+from samplers.ode import learnt_grid  # noqa: E402
 from samplers.schedules import ddpm_betas, vp_discrete  # noqa: E402
 
 NFES = (5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)
@@ -71,6 +84,11 @@ def main():
     p.add_argument("--solvers", default="all", help="comma-separated registered names, or 'all'")
     p.add_argument("--no-diffusers", action="store_true")
     p.add_argument("--float32", action="store_true", help="run our solvers in float32")
+    p.add_argument("--learnt-nfes", default="5,10", help="NFEs to search grids for ('' for none)")
+    p.add_argument("--learnt-bases",
+                   default="ipndm,dpm_solver_pp_3m,dpm_solver_pp_3m:decoupled,dpm_solver_pp_2m:decoupled",
+                   help="learnt_grid.BASES names, ':decoupled' to also search the model times")
+    p.add_argument("--train-batch", type=int, default=1024)
     p.add_argument("--out", default="workdir/bench")
     args = p.parse_args()
     jax.config.update("jax_enable_x64", True)
@@ -107,6 +125,25 @@ def main():
                 break
         results[label] = row
         progress.update(label)
+    learnt_nfes = [int(n) for n in args.learnt_nfes.split(",") if n]
+    x_start = jnp.asarray(ref.start(a0, s0), dtype)
+    for spec in args.learnt_bases.split(",") if learnt_nfes else []:
+        base, _, variant = spec.partition(":")
+        for mixture_seed, suffix in ((0, ""), (1, " (other mixture)")):
+            tuned = random_mixture(dim=args.dim, num_components=args.components, seed=mixture_seed)
+            teacher = Reference(tuned.denoise, np.asarray(jax.random.normal(
+                jax.random.PRNGKey(1), (args.train_batch, args.dim), jnp.float64)))
+            row = {}
+            for nfe in learnt_nfes:
+                art = learnt_grid.fit_grid(schedule, tuned.model_fn(schedule, "eps"), base, nfe,
+                                           teacher.start(a0, s0), teacher(a0, s0, 1.0, 0.0), init_spacing="linspace",
+                                           decouple=variant == "decoupled")
+                path = os.path.abspath(os.path.join(args.out, "grids", f"{base}{variant}_mix{mixture_seed}_nfe{nfe}"))
+                learnt_grid.save_grid(path, art)
+                smp = learnt_grid.learnt_grid_sampler(schedule, learnt_grid.load_grid(path))
+                out = jax.jit(sample, static_argnums=(0, 1))(smp, gmm.model_fn(schedule, "eps"), x_start)
+                row[nfe] = (rms(out.x, ref(a0, s0, 1.0, 0.0)), int(out.nfe))
+            results[f"learnt {spec}{suffix}"] = {n: row.get(n) for n in nfes}
     for label, (make, steps, sigma_space) in methods.items():
         runs = {nfe: run_diffusers(make, steps(nfe), sigma_space, denoise, ref, a0, s0) for nfe in nfes}
         to_zero = all(r[2] for r in runs.values())
@@ -123,10 +160,19 @@ def main():
     title = (f"RMS error vs the exact PF-ODE solution: Gaussian mixture dim {args.dim}, {args.components} components, "
              f"{args.batch} samples, vp_discrete (DDPM linear betas), from t=999, "
              f"{'float32' if args.float32 else 'float64'} (ours)")
-    print(f"{title}\n\n{table}\n", flush=True)
+    goal = ""
+    if "diffusers DPM-Solver++ 3M" in results:
+        for nfe in [n for n in learnt_nfes if n in nfes]:
+            ours = {k: r[nfe][0] for k, r in results.items() if not k.startswith("diffusers") and r.get(nfe)
+                    and r[nfe][1] == nfe and "other mixture" not in k}
+            best = min(ours, key=ours.get)
+            goal += (f"- NFE {nfe}: diffusers DPM-Solver++ 3M {results['diffusers DPM-Solver++ 3M'][nfe][0]:.3g}, "
+                     f"best of ours {best} {ours[best]:.3g}: ratio "
+                     f"{results['diffusers DPM-Solver++ 3M'][nfe][0] / ours[best]:.2f}x\n")
+    print(f"{title}\n\n{table}\n\n{goal}", flush=True)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "ode_accuracy.md"), "w") as f:
-        f.write(f"# ODE solver accuracy\n\n{machine_lines()}\n\n{title}\n\n{table}\n")
+        f.write(f"# ODE solver accuracy\n\n{machine_lines()}\n\n{title}\n\n{table}\n\n{goal}")
     curves = {label: ([v[1] for v in row.values() if v], [v[0] for v in row.values() if v])
               for label, row in results.items()}
     plot_error_vs_nfe(curves, os.path.join(args.out, "ode_accuracy.png"), f"GMM dim {args.dim}, vp_discrete",

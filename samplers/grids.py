@@ -134,6 +134,10 @@ def time_grid(
     if n == 0:
         grid = _from_t(schedule, np.array([t0]))
         return _append_zero(grid)
+    if spacing in ("logsnr", "karras") and not np.all(np.isfinite(schedule.lambda_(np.array([t0, t1])))):
+        raise ValueError(f"spacing={spacing!r} spaces the log-SNR, which is infinite at t_start={t0:g} or "
+                         f"t_end={t1:g} of the {schedule.name} schedule; give t_start/t_end inside it or "
+                         f"spacing 'uniform' / 'quadratic'")
     if spacing == "uniform":
         t = np.linspace(t0, t1, n + 1)
     elif spacing == "logsnr":

@@ -182,11 +182,9 @@ def test_sample_compiles_once_and_records_trajectory():
     assert final.x.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("name", registry.names())
-def test_nfe_counts_real_model_calls(name):
-    sch = schedules.vp_linear() if not name.startswith("rk_") else schedules.flow(t_max=0.999)
-    predicts = "velocity" if name.startswith("rk_") else "eps"
-    smp = registry.build(name, sch, 12, predicts)
+def _spends_exactly(smp, sch, predicts, budget: int) -> bool:
+    """The sampler makes exactly ``budget`` model calls, and both its declared ``nfe`` and the
+    ``state.nfe`` it counts are that number."""
     model = random_mixture(dim=2, seed=0).model_fn(sch, predicts)
     calls = []
 
@@ -196,7 +194,25 @@ def test_nfe_counts_real_model_calls(name):
 
     with jax.disable_jit():
         out = sample(smp, counted, jnp.ones((3, 2)))
-    assert len(calls) == int(out.nfe) <= smp.nfe <= 12
+    return len(calls) == int(out.nfe) == smp.nfe == budget
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_nfe_counts_real_model_calls(name):
+    sch = schedules.vp_linear() if not name.startswith("rk_") else schedules.flow(t_max=0.999)
+    predicts = "velocity" if name.startswith("rk_") else "eps"
+    assert _spends_exactly(registry.build(name, sch, 12, predicts), sch, predicts, 12)
+
+
+def test_nfe_count_control():
+    """The same check rejects a declared budget one short and a step that counts a call it did not make."""
+    sch = schedules.vp_linear()
+    smp = registry.build("dpm_solver_pp_2m", sch, 12, "eps")
+    assert _spends_exactly(smp, sch, "eps", 12)
+    assert not _spends_exactly(smp._replace(nfe=11), sch, "eps", 12)
+    overcounts = smp._replace(step=lambda state, key, fn: (lambda s: s.replace(nfe=s.nfe + (s.i == 1)))(
+        smp.step(state, key, fn)))
+    assert not _spends_exactly(overcounts, sch, "eps", 12)
 
 
 def test_classifier_free_guidance_and_thresholding():

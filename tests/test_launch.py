@@ -2,6 +2,7 @@
 and that the entry point needs nothing from bench/."""
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,7 @@ def test_cli_run_with_overrides(tmp_path):
     assert err["ddim", 40] < err["ddim", 8] and err["rk_rk4", 40] < err["rk_rk4", 8], err
     assert all(np.isfinite(float(r["mean_log_prob"])) for r in rows.values())
     assert "RMS error" in proc.stdout and "| rk_rk4" in proc.stdout
+    assert not re.search(r"^I\d{4} ", proc.stderr, re.M), proc.stderr[:2000]  # no absl/XLA INFO lines by default
 
 
 def test_every_sampler_pair_is_sampled_with_the_train_schema(tmp_path):
@@ -61,11 +63,29 @@ def test_every_sampler_pair_is_sampled_with_the_train_schema(tmp_path):
     assert summary["sampled"][1]["rms_error"] < summary["sampled"][0]["rms_error"]  # ddim: 8 calls beat 5
 
 
+def _one_error_line(proc) -> str:
+    """A usage error: exit status 2 and a single ``error: ...`` line on stderr, no traceback."""
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    return lines[0]
+
+
 def test_cli_rejects_unknown_sampler_before_any_work(tmp_path):
-    proc = _launch(f"--workdir={tmp_path / 'w'}", "--config.sampler.name=nope")
-    assert proc.returncode != 0
-    assert "ValueError: sampler.name must be one of" in proc.stderr and "'heun'" in proc.stderr
+    line = _one_error_line(_launch(f"--workdir={tmp_path / 'w'}", "--config.sampler.name=nope"))
+    assert "sampler.name must be one of" in line and "'heun'" in line
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config=configs/nope.py"], "--config: no such file 'configs/nope.py'"),
+    (["--config=configs/gmm.py", "--config.sampler.nmae=3"], "no such config field"),
+    (["--config=configs/digits.py", "--config.mode=sample"], "no checkpoint in"),  # sample before train
+])
+def test_cli_bad_flag_or_missing_file_is_one_error_line(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, "launch.py", *args, f"--workdir={tmp_path / 'w'}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert message in _one_error_line(proc)
 
 
 @pytest.mark.parametrize("field,value,message", [

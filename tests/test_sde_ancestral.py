@@ -92,10 +92,33 @@ def test_ddpm_noise_is_the_steps_noise(variance):
     for i in range(grid.num_steps):
         state = smp.init(x).replace(i=jnp.int32(i))
         a, b = (smp.step(state, jax.random.PRNGKey(k), fn).x for k in (1, 2))
-        np.testing.assert_allclose(float(jnp.std(a - b)) / np.sqrt(2), g[i], rtol=0.02, atol=1e-7)
+        measured = float(jnp.std(a - b)) / np.sqrt(2)
+        np.testing.assert_allclose(measured, g[i], rtol=0.02, atol=1e-7)
+        if g[i] > 0:  # control: the same check rejects a 10% wrong variance (sd x sqrt(1.1))
+            assert not np.isclose(measured, g[i] * np.sqrt(1.1), rtol=0.02, atol=1e-7)
     assert np.all(ddpm_noise(grid, "small") <= ddpm_noise(grid, "large"))  # posterior variance <= beta
     with pytest.raises(ValueError, match="variance"):
         ddpm_noise(grid, "medium")
+
+
+@pytest.mark.parametrize("schedule,spacing,final", [("vp_linear", "uniform", None), ("vp_discrete", "leading", None),
+                                                     ("vp_discrete", "trailing", "zero")])
+def test_ddpm_noise_is_the_ddpm_papers_variance(schedule, spacing, final):
+    """Ho et al. 2020, Sec. 3.2 / eq. 7, computed here from the grid's alpha-bar = alpha^2 alone:
+    beta_t = 1 - abar_t / abar_prev ("large", sigma_t^2 = beta_t) and the posterior variance
+    beta~_t = (1 - abar_prev) / (1 - abar_t) beta_t ("small")."""
+    sch = schedules.get_schedule(schedule)
+    grid = time_grid(sch, 10, spacing, final=final)
+    abar = grid.alpha.astype(np.float64) ** 2
+    beta = 1.0 - abar[:-1] / abar[1:]
+    beta_tilde = (1.0 - abar[1:]) / (1.0 - abar[:-1]) * beta
+    if abar[-1] == 1.0:  # a last step onto the data adds no noise (Algorithm 2: z = 0 at t = 1)
+        beta[-1] = 0.0
+    for variance, exact in (("large", beta), ("small", beta_tilde)):
+        got = ddpm_noise(grid, variance) ** 2
+        np.testing.assert_allclose(got, exact, rtol=1e-6, atol=1e-12)
+        assert not np.allclose(got, 1.1 * exact, rtol=1e-6, atol=1e-12)  # control: a 10% wrong variance
+    assert not np.allclose(ddpm_noise(grid, "large") ** 2, beta_tilde, rtol=1e-6, atol=1e-12)  # control: swapped
 
 
 @pytest.mark.parametrize("build,kwargs,match", [

@@ -62,7 +62,9 @@ def test_data_parallel_step_on_8_devices_equals_single_device_step(tmp_path):
     print(f"8 devices vs 1 device, one step: {result}")
     assert result["devices"] == 8 and result["state_devices"] == 8
     assert result["changed"] > 1e-4  # the step did move the parameters
-    assert result["max_diff"] < 1e-6 and result["loss_diff"] < 1e-6, result
+    # float32 all-reduce in another order: parameters of size ~1 agree to a few ulps (measured 1.06e-6 on
+    # this machine's CPU, also at the previous landing's commit; a wrong gradient scale moves them by ~1e-2)
+    assert result["max_diff"] < 4e-6 and result["loss_diff"] < 1e-6, result
 
 
 @pytest.mark.slow

@@ -75,6 +75,8 @@ def train(config, workdir: str) -> dict:
 def load_params(config, workdir: str, mesh=None):
     """The (EMA, if ``sampler.use_ema``) parameters of the latest checkpoint in ``workdir``, replicated."""
     mesh = distributed.make_mesh() if mesh is None else mesh
+    if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):  # before orbax starts its cleanup thread
+        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}: run mode=train first")
     ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR))
     if ckpt.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}: run mode=train first")

@@ -111,6 +111,9 @@ def plms_momentum(schedule: Schedule, grid: TimeGrid, predicts: str = "eps", ord
     order = check_order(order, range(1, MAX_ORDER + 1))
     beta = _check_beta(beta)
     check_choice("method", method, METHODS)
+    if grid.alpha[0] == 0.0:  # y = x / alpha
+        raise ValueError("plms_momentum integrates x/alpha and needs alpha > 0 at the first grid point; give the "
+                         "grid a t_start where alpha > 0")
     n = grid.num_steps
     A = grid.alpha[1:] / grid.alpha[:-1]
     ds = grid.alpha[1:] * (grid.sigma[1:] / grid.alpha[1:] - grid.sigma[:-1] / grid.alpha[:-1])

@@ -1,0 +1,180 @@
+"""Learnt time grids for few-step multistep solvers (in the spirit of LD3, Tong et al. 2025,
+"Learning to Discretize Denoising Diffusion ODEs").
+
+For a budget of N model calls the grid t_0 > t_1 > ... > t_{N-1} > (sigma = 0) keeps its start
+t_0 and its end at sigma = 0 and moves its N - 1 other model times (the last one anywhere above
+the schedule's t_min) to minimise the RMS distance between the solver's samples and a teacher's
+(the exact PF-ODE solution, ``samplers.accuracy.Reference``, or any many-step solver) from the
+same noise. They are parameterised by log-SNR increments,
+
+    lambda_k = lambda_0 + (lambda(t_min) - lambda_0) sum_{j<k} w_j,   w = softmax([u, 0]),
+
+so any u gives a valid decreasing grid; u is searched derivative-free (Nelder-Mead) from the
+start spacing. LD3's decoupled model times (optional) add per-point log-SNR shifts of the time
+the model is called at, the coefficients staying those of the grid. The solver's coefficient
+tables are those of the base method (``BASES``) on the candidate grid, run by a traced copy of
+the ``linear_multistep`` recurrence (tables as arguments, so one compile serves the search). The
+result is an artefact -- the grid's times (and model times) and
+the base method -- saved with orbax (``save_grid``/``load_grid``) and turned into a ``Sampler`` of
+the base method on that grid by ``learnt_grid_sampler``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from scipy.optimize import minimize
+
+from samplers.core import Sampler
+from samplers.grids import TimeGrid, time_grid
+from samplers.ode.common import check_choice, predictor
+from samplers.ode.ddim import ddim, ddim_coefficients
+from samplers.ode.dpm_solver import dpm_solver_pp, multistep_tables
+from samplers.ode.ipndm import ipndm, ipndm_coefficients
+from samplers.ode.multistep import multistep_orders
+from samplers.schedules import Schedule
+
+
+def _dpmpp(order: int, third_order: str = "reference"):
+    def tables(grid):  # as dpm_solver_pp(method="multistep") builds them (lower_order_final=True)
+        orders = multistep_orders(grid.num_steps, order, True, grid.final_zero)
+        return multistep_tables(grid, "x0", orders, "dpmsolver", third_order)
+    build = lambda schedule, grid, predicts: dpm_solver_pp(schedule, grid, order, predicts, third_order=third_order)
+    return "x0", tables, build
+
+
+def _ddim():
+    def tables(grid):
+        a, b = ddim_coefficients(grid)
+        return a, b[:, None]
+    return "x0", tables, ddim
+
+
+def _ipndm(order: int):
+    return ("eps", lambda grid: ipndm_coefficients(grid, order),
+            lambda schedule, grid, predicts: ipndm(schedule, grid, predicts, order=order))
+
+
+# base name -> (space, tables(grid) -> (A, B) for linear_multistep, builder(schedule, grid, predicts))
+BASES: dict[str, tuple[str, Callable, Callable]] = {
+    "ddim": _ddim(),
+    "dpm_solver_pp_2m": _dpmpp(2),
+    "dpm_solver_pp_3m": _dpmpp(3),
+    "dpm_solver_pp_3m_taylor": _dpmpp(3, "taylor"),
+    "ipndm": _ipndm(4),
+}
+
+
+def grid_from_params(schedule: Schedule, u, t_start: float, t_min: float) -> TimeGrid:
+    """The grid of len(u) + 1 model calls from ``t_start``, then sigma = 0: the k-th inner point at
+    lambda_0 + (lambda(t_min) - lambda_0) sum_{j<k} softmax([u, 0])_j (module docstring)."""
+    u = np.append(np.asarray(u, np.float64), 0.0)
+    w = np.exp(u - u.max())
+    lam0, lam1 = float(schedule.lambda_(t_start)), float(schedule.lambda_(t_min))
+    inner = schedule.t_from_lambda(lam0 + (lam1 - lam0) * np.cumsum(w / w.sum())[:-1])
+    return time_grid(schedule, timesteps=np.concatenate([[t_start], inner]), final="zero")
+
+
+def params_from_grid(schedule: Schedule, grid: TimeGrid, t_min: float, floor: float = 1e-2) -> np.ndarray:
+    """u of ``grid_from_params`` for a grid ending at sigma = 0 (its model times' log-SNR increments,
+    the remainder to lambda(t_min) floored at ``floor`` of the span so that u stays finite)."""
+    lam = np.asarray(grid.lam[:-1], np.float64)
+    span = float(schedule.lambda_(t_min)) - lam[0]
+    inc = np.diff(lam) / span
+    return np.log(inc / max(1.0 - inc.sum(), floor))
+
+
+def _traced_run(wrap_model: Callable, model_fn: Callable):
+    """x_N of ``linear_multistep`` with the tables (A (N,), B (N, K)) and times t (N,) as traced arguments."""
+
+    @jax.jit
+    def run(A, B, t, x):
+        fn = wrap_model(model_fn)
+
+        def body(carry, row):
+            x, hist = carry
+            a, b, ti = row
+            hist = jnp.concatenate([fn(x, ti)[None], hist[:-1]])
+            return (a * x + jnp.tensordot(b, hist, 1), hist), None
+
+        hist = jnp.zeros((B.shape[1],) + x.shape, x.dtype)
+        return jax.lax.scan(body, (x, hist), (A, B, t))[0][0]
+
+    return run
+
+
+def fit_grid(schedule: Schedule, model_fn: Callable, base: str, nfe: int, x_start, x_teacher, *,
+             predicts: str = "eps", t_start: float | None = None, init_spacing: str = "logsnr",
+             decouple: bool = False, max_evals: int = 3000) -> dict:
+    """Search the grid of ``nfe`` calls (ending at sigma = 0) minimising RMS(base(x_start), x_teacher).
+
+    ``x_start`` is noise at ``t_start`` (the schedule's ``t_max`` by default; the other model times
+    lie above its ``t_min``), ``x_teacher`` the teacher's samples from it at sigma = 0. Returns the
+    artefact {"t": the grid's N model times,
+    "base", "rms_init", "rms"} (the RMS on the start grid ``init_spacing`` and on the found one);
+    ``decouple=True`` also searches the times the model is called at (LD3's decoupled model times:
+    log-SNR shifts of the grid's points), returned as "t_model"."""
+    check_choice("base", base, sorted(BASES))
+    if not isinstance(nfe, int) or nfe < 2:
+        raise ValueError(f"nfe must be an integer >= 2 (one inner grid point to move), got {nfe!r}")
+    t_start = schedule.t_max if t_start is None else float(t_start)
+    t_min = schedule.t_min
+    space, tables, _ = BASES[base]
+    run = _traced_run(predictor(schedule, predicts, space), model_fn)
+    x_start, x_teacher = jnp.asarray(x_start), np.asarray(x_teacher, np.float64)
+
+    def grids(p):
+        grid = grid_from_params(schedule, p[:nfe - 1], t_start, t_min)
+        t_model = grid.t[:-1]
+        if decouple:
+            lam = np.clip(grid.lam[:-1] + p[nfe - 1:], schedule.lambda_(schedule.t_max), schedule.lambda_(t_min))
+            t_model = np.clip(schedule.t_from_lambda(lam), t_min, schedule.t_max)
+        return grid, t_model
+
+    def loss(p):
+        grid, t_model = grids(p)
+        A, B = tables(grid)
+        out = run(jnp.asarray(A, x_start.dtype), jnp.asarray(B, x_start.dtype), jnp.asarray(t_model), x_start)
+        err = float(np.sqrt(np.mean((np.asarray(out, np.float64) - x_teacher) ** 2)))
+        return err if np.isfinite(err) else 1e6
+
+    u0 = params_from_grid(schedule, time_grid(schedule, nfe, init_spacing, t_start=t_start, final="zero"), t_min)
+    u0 = np.concatenate([u0, np.zeros(nfe if decouple else 0)])
+    res = minimize(loss, u0, method="Nelder-Mead",
+                   options={"maxfev": max_evals, "xatol": 1e-4, "fatol": 1e-7, "adaptive": True})
+    best = res.x if res.fun < loss(u0) else u0
+    grid, t_model = grids(best)
+    out = {"t": np.asarray(grid.t[:-1]), "base": base, "rms_init": loss(u0), "rms": loss(best)}
+    return {**out, "t_model": np.asarray(t_model)} if decouple else out
+
+
+def learnt_grid_sampler(schedule: Schedule, artefact: dict, predicts: str = "eps") -> Sampler:
+    """The base method of ``artefact`` on its learnt grid (its times, then a last step to sigma = 0)."""
+    check_choice("artefact base", artefact["base"], sorted(BASES))
+    grid = time_grid(schedule, timesteps=np.asarray(artefact["t"], np.float64), final="zero")
+    if "t_model" in artefact:  # the model is called at these times, the coefficients are the grid's
+        grid = dataclasses.replace(grid, t=np.append(np.asarray(artefact["t_model"], np.float64), grid.t[-1]))
+    return BASES[artefact["base"]][2](schedule, grid, predicts)
+
+
+ARRAYS = ("t", "t_model")
+
+
+def save_grid(path: str, artefact: dict) -> None:
+    """Write an artefact of ``fit_grid`` (its times as arrays, the rest as JSON) with orbax."""
+    arrays = {k: np.asarray(v, np.float64) for k, v in artefact.items() if k in ARRAYS}
+    meta = {k: (v if k == "base" else float(v)) for k, v in artefact.items() if k not in ARRAYS}
+    args = ocp.args.Composite(times=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta))
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
+        ckpt.save(path, args=args, force=True)
+
+
+def load_grid(path: str) -> dict:
+    """An artefact written by ``save_grid``."""
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
+        out = ckpt.restore(path, args=ocp.args.Composite(times=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+    return {**{k: np.asarray(v, np.float64) for k, v in out["times"].items()}, **out["meta"]}
