@@ -11,8 +11,10 @@ from samplers.ode.ddim import ddim
 from samplers.ode.dpm_solver import dpm_solver, dpm_solver_fast_grid, dpm_solver_pp
 from samplers.ode.dpm_solver_adaptive import dpm_solver_adaptive
 from samplers.ode.deis import deis
+from samplers.ode.consistency import consistency
 from samplers.ode.ipndm import ipndm
 from samplers.ode.rk import TABLEAUX, euler, heun, rk
+from samplers.ode.shortcut import shortcut
 from samplers.ode.unipc import unipc
 from samplers.schedules import Schedule, VPDiscrete
 from samplers.sde.ancestral import ddim_eta, ddpm
@@ -80,6 +82,9 @@ SAMPLERS: dict[str, Entry] = {
     "deis": Entry(deis, _per_call(1), "logsnr"),  # tAB order 2; order=3 via options
     "deis_3": Entry(_fixed(deis, order=3), _per_call(1), "logsnr"),
     "ipndm": Entry(ipndm, _per_call(1), "logsnr"),  # order 4 (Zhang & Chen 2023); order=1..3 via options
+    # few-step students of train.distill: consistency models (f(x, t) -> x0) and shortcut models
+    "consistency": Entry(consistency, _per_call(1), "karras"),
+    "shortcut": Entry(shortcut, _per_call(1), "uniform"),
     # stochastic samplers (samplers/sde)
     "euler_maruyama": Entry(euler_maruyama, _per_call(1), "uniform"),
     "ddpm": Entry(ddpm, _per_call(1), "logsnr"),
@@ -121,15 +126,21 @@ def default_spacing(name: str, schedule: Schedule, end_points: bool = False) -> 
     return SAMPLERS[name].spacing
 
 
-def names() -> list[str]:
-    return sorted(SAMPLERS)
+# samplers of one kind of model only (a step-size-conditioned shortcut model, train.distill.shortcut):
+# built by name like the others but left out of ``names()``, the samplers of any model
+MODEL_SPECIFIC = ("shortcut",)
+
+
+def names(model_specific: bool = False) -> list[str]:
+    """The samplers of any model (and, with ``model_specific``, those of ``MODEL_SPECIFIC`` too)."""
+    return sorted(n for n in SAMPLERS if model_specific or n not in MODEL_SPECIFIC)
 
 
 def plan(name: str, schedule: Schedule, nfe: int, *, spacing: str | None = None, final: str | None = None,
          t_start: float | None = None, t_end: float | None = None) -> tuple[TimeGrid, dict]:
     """The time grid (and grid-dependent builder options) sampler ``name`` uses for ``nfe`` calls."""
     if name not in SAMPLERS:
-        raise ValueError(f"sampler name must be one of {names()}, got {name!r}")
+        raise ValueError(f"sampler name must be one of {names(model_specific=True)}, got {name!r}")
     if not isinstance(nfe, int) or isinstance(nfe, bool) or nfe < 1:
         raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
     entry = SAMPLERS[name]

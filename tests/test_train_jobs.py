@@ -76,7 +76,7 @@ def test_sample_without_checkpoint_is_a_clear_error(tmp_path):
     ({"trian": {"lr": 1.0}}, "unknown config field 'trian'"),
     ({"train": {"learning_rate": 1.0}}, "unknown config field 'train.learning_rate'"),
     ({"train": {"loss": {"weights": "edm"}}}, "train.loss.weights"),
-    ({"mode": "distill"}, "mode must be one of"),
+    ({"mode": "distil"}, "mode must be one of"),
     ({"sampler": {"name": ("ddim", "dpm_solver_9")}}, "sampler.name must be one of"),
     ({"sampler": {"nfe": (10, 0)}}, "sampler.nfe must be an integer >= 1"),
     ({"sampler": {"final": "end"}}, "final must be one of"),

@@ -34,9 +34,9 @@ from train.losses import Objective, objective_from_config
 from train.nets import Network, build_network as network_from_name
 from train.optim import make_optimizer
 
-MODES = ("train", "sample", "eval")
+MODES = ("train", "sample", "eval", "distill")
 METRICS = ("swd", "mmd2", "fid", "log_likelihood")
-FREE_FORM = ("model.kwargs", "schedule.kwargs", "data.kwargs")
+FREE_FORM = ("model.kwargs", "schedule.kwargs", "data.kwargs", "distill.kwargs")
 
 
 def defaults() -> ConfigDict:
@@ -95,6 +95,13 @@ def defaults() -> ConfigDict:
     c.eval.metrics = ("swd", "mmd2")
     c.eval.inception_weights = ""  # pt_inception-2015-12-05 .pth file (or its directory); needed by "fid"
     c.eval.swd_projections = 512
+
+    # distillation / few-step trainers (train.distill): mode=distill trains the student of ``method``
+    c.distill = ConfigDict()
+    c.distill.method = ""  # "": none; else one of train.distill.METHODS
+    c.distill.teacher = ""  # "analytic" (the exact gmm mixture) | the workdir of a train run | "" (none)
+    c.distill.teacher_ema = True  # a workdir teacher's EMA parameters
+    c.distill.kwargs = ConfigDict()  # the method's hyper-parameters
     return c
 
 
@@ -230,7 +237,7 @@ def check_sampler(config, schedule: Schedule) -> None:
     if not as_tuple(s.name) or not as_tuple(s.nfe):
         raise ValueError("sampler.name and sampler.nfe must each give at least one value")
     for name in as_tuple(s.name):
-        check_choice("sampler.name", name, registry.names())
+        check_choice("sampler.name", name, registry.names(model_specific=True))
     for nfe in as_tuple(s.nfe):
         check_int("sampler.nfe", nfe)
     check_choice("sampler.spacing", s.spacing, (None,) + SPACINGS)
@@ -308,6 +315,12 @@ def validate(config) -> ConfigDict:
             raise ValueError(f"eval.metrics 'fid' needs eval.inception_weights, the path of pytorch-fid's Inception "
                              f"weights (or their directory); nothing at {e.inception_weights!r}. Download them from "
                              f"{FID_WEIGHTS_URL}")
+    if config.mode == "distill" and not config.distill.method:
+        raise ValueError("mode='distill' needs distill.method (one of train.distill.METHODS)")
+    if config.distill.method:
+        from train import distill
+
+        distill.check(config)
     if "log_likelihood" in as_tuple(e.metrics) and d.name != "gmm":
         raise ValueError(f"eval.metrics 'log_likelihood' is exact for data.name='gmm' only, got {d.name!r}")
     return config

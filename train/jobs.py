@@ -61,13 +61,22 @@ def train(config, workdir: str) -> dict:
     """Train (or resume training) the model of ``config`` in ``workdir``; returns a summary."""
     config = validate(config)
     network = build_network(config)
-    objective = build_objective(config)
+    objective = distill_method(config, network) or build_objective(config)
     batches = make_batches(config)
     t0 = time.perf_counter()
     state = fit(network, objective, batches, config.train, workdir, config.seed)
     records = read_metrics(workdir) if distributed.is_main() else []
     return {"step": int(state.step), "loss": records[-1]["loss"] if records else None,
             "seconds": time.perf_counter() - t0}
+
+
+def distill_method(config, network, with_teacher: bool = True):
+    """The loop ``Method`` of ``config.distill`` (``train.distill``), or None for plain training."""
+    if not config.distill.method:
+        return None
+    from train import distill
+
+    return distill.method_of(config, network, with_teacher)
 
 
 # -- generation ------------------------------------------------------------------------------------
@@ -80,7 +89,10 @@ def load_params(config, workdir: str, mesh=None):
     ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR))
     if ckpt.latest_step() is None:
         raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}: run mode=train first")
-    state, _ = restore_or_init(build_network(config), make_optimizer(config.train)[0], config.seed, mesh, ckpt)
+    network = build_network(config)
+    method = distill_method(config, network, with_teacher=False)  # a distilled state: only its shapes matter
+    state, _ = restore_or_init(network, make_optimizer(config.train)[0], config.seed, mesh, ckpt,
+                               *([method.init_state] if method is not None else []))
     ckpt.close()
     return (state.ema if config.sampler.use_ema else state.params), int(state.step)
 
@@ -102,6 +114,12 @@ def generator(config, network, params, mesh):
         raise ValueError(f"sampler.batch_size must be >= the number of devices ({mesh.size})")
     noise_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
     data_sh = distributed.batch_sharded(mesh)
+    if config.distill.method:  # a distilled student: its own model_fn per sampler and NFE
+        from train import distill
+
+        model_of = distill.student_model_fn(config, network)
+    else:
+        model_of = lambda p, name, nfe: objective.model_fn(network.model_fn(p))
 
     def gen(name: str, nfe: int, n: int):
         smp = registry.build(name, schedule, nfe, config.predicts, spacing=config.sampler.spacing,
@@ -111,7 +129,7 @@ def generator(config, network, params, mesh):
         def draw(p, key):
             kx, ks = jax.random.split(key)
             x = jax.lax.with_sharding_constraint(jax.random.normal(kx, (batch,) + shape) * scale, data_sh)
-            out = run_sampler(smp, objective.model_fn(network.model_fn(p)), x, ks)
+            out = run_sampler(smp, model_of(p, name, nfe), x, ks)
             return out.x, out.nfe
 
         chunks, used = [], 0
@@ -321,4 +339,4 @@ def evaluate(config, workdir: str) -> dict:
     return {"step": step, "rows": rows}
 
 
-MODES = {"train": train, "sample": sample, "eval": evaluate}
+MODES = {"train": train, "sample": sample, "eval": evaluate, "distill": train}  # distill: train.distill's student

@@ -61,32 +61,86 @@ def init_state(network: Network, tx: optax.GradientTransformation, key) -> Train
     return TrainState(jnp.zeros((), jnp.int32), params, ema, tx.init(params))
 
 
-def make_train_step(network: Network, objective: Objective, tx: optax.GradientTransformation,
+def apply_gradients(state: TrainState, grads, tx: optax.GradientTransformation, decay: float,
+                    warmup: bool = True) -> TrainState:
+    """``state`` after one optimiser update with ``grads`` and the EMA update of its parameters (any
+    ``TrainState`` subclass: its other fields are kept)."""
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = ema_update(state.ema, params, ema_decay(state.step, decay, warmup))
+    return state.replace(step=state.step + 1, params=params, ema=ema, opt_state=opt_state)
+
+
+class ObjectiveMethod:
+    """How the loop trains, for a plain ``Objective``: the default ``Method``.
+
+    A ``Method`` (the distillation trainers of ``train.distill`` are others) has
+
+    * ``init_state(network, tx, key) -> state``: a ``TrainState`` (or a subclass carrying e.g. a
+      target network); it is what checkpoints hold;
+    * ``frozen``: a pytree handed to every step and never trained or checkpointed (a teacher's
+      parameters; ``()`` when there is none);
+    * ``train_step(network, tx, decay, warmup) -> step(state, batch, key, frozen) -> (state, metrics)``:
+      pure, jitted once by the loop; ``metrics`` holds at least ``loss`` and ``grad_norm``;
+      curricula are computed from ``state.step`` inside it.
+    """
+
+    frozen = ()
+
+    def __init__(self, objective: Objective):
+        self.objective = objective
+
+    def init_state(self, network: Network, tx, key) -> TrainState:
+        return init_state(network, tx, key)
+
+    def train_step(self, network: Network, tx, decay: float, warmup: bool = True) -> Callable:
+        objective = self.objective
+
+        def step(state: TrainState, batch, key, frozen):
+            del frozen
+            k_loss, k_drop = jax.random.split(key)
+
+            def loss_fn(params):
+                apply = lambda x, t: network.apply(params, x, t, rng=k_drop, train=True)
+                return objective.loss(apply, batch, k_loss)
+
+            loss, grads = jax.value_and_grad(loss_fn)(state.params)
+            new = apply_gradients(state, grads, tx, decay, warmup)
+            return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+        return step
+
+
+def as_method(objective):
+    """``objective`` as a loop ``Method``: an ``Objective`` is wrapped, a ``Method`` is returned as is."""
+    return ObjectiveMethod(objective) if isinstance(objective, Objective) else objective
+
+
+def make_train_step(network: Network, objective, tx: optax.GradientTransformation,
                     train_key, decay: float, warmup: bool = True) -> Callable:
-    """``step(state, batch) -> (state, metrics)``: one optimiser update on ``objective``'s loss."""
-
-    def step(state: TrainState, batch):
-        key = jax.random.fold_in(train_key, state.step)
-        k_loss, k_drop = jax.random.split(key)
-
-        def loss_fn(params):
-            apply = lambda x, t: network.apply(params, x, t, rng=k_drop, train=True)
-            return objective.loss(apply, batch, k_loss)
-
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        ema = ema_update(state.ema, params, ema_decay(state.step, decay, warmup))
-        new = TrainState(state.step + 1, params, ema, opt_state)
-        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-
-    return step
+    """``step(state, batch) -> (state, metrics)``: one update of ``objective`` (an ``Objective`` or a
+    ``Method`` without frozen inputs); step s uses the key ``fold_in(train_key, s)``."""
+    return bind_step(as_method(objective).train_step(network, tx, decay, warmup), train_key, ())
 
 
-def shard_step(step: Callable, mesh) -> Callable:
-    """``step`` jitted for the mesh: state replicated (and donated), batch split along ``data``."""
+def bind_step(method_step: Callable, train_key, frozen) -> Callable:
+    """A ``Method``'s ``step(state, batch, key, frozen)`` as the loop's ``step(state, batch[, frozen])``:
+    the key of step s is ``fold_in(train_key, s)``; without ``frozen`` leaves it takes no third argument."""
+    if not has_leaves(frozen):
+        return lambda state, batch: method_step(state, batch, jax.random.fold_in(train_key, state.step), ())
+    return lambda state, batch, fz: method_step(state, batch, jax.random.fold_in(train_key, state.step), fz)
+
+
+def has_leaves(tree) -> bool:
+    return bool(jax.tree_util.tree_leaves(tree))
+
+
+def shard_step(step: Callable, mesh, frozen: bool = False) -> Callable:
+    """``step`` jitted for the mesh: state replicated (and donated), batch split along ``data``,
+    the ``frozen`` third argument (if any) replicated."""
     rep, data = distributed.replicated(mesh), distributed.batch_sharded(mesh)
-    return jax.jit(step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0)
+    ins = (rep, data, rep) if frozen else (rep, data)
+    return jax.jit(step, in_shardings=ins, out_shardings=(rep, rep), donate_argnums=0)
 
 
 # -- console and files ------------------------------------------------------------------------------
@@ -155,27 +209,32 @@ class _StopOnSignal:
 
 # -- the loop ---------------------------------------------------------------------------------------
 
-def restore_or_init(network: Network, tx, seed: int, mesh, ckpt: Checkpointer) -> tuple[TrainState, dict | None]:
-    """The latest checkpoint's (state, data record) on ``mesh``, or a fresh state and None."""
+def restore_or_init(network: Network, tx, seed: int, mesh, ckpt: Checkpointer,
+                    init: Callable = init_state) -> tuple[TrainState, dict | None]:
+    """The latest checkpoint's (state, data record) on ``mesh``, or a fresh state and None;
+    ``init(network, tx, key)`` builds the state (a ``Method``'s ``init_state``)."""
     init_key, _ = keys(seed)
     rep = distributed.replicated(mesh)
-    shapes = jax.eval_shape(lambda k: init_state(network, tx, k), init_key)
+    shapes = jax.eval_shape(lambda k: init(network, tx, k), init_key)
     if ckpt.latest_step() is not None:
         return ckpt.restore(abstract_like(shapes, rep))
-    state = jax.jit(lambda k: init_state(network, tx, k), out_shardings=rep)(init_key)
+    state = jax.jit(lambda k: init(network, tx, k), out_shardings=rep)(init_key)
     return state, None
 
 
-def fit(network: Network, objective: Objective, batches: Batches, cfg, workdir: str, seed: int = 0,
+def fit(network: Network, objective, batches: Batches, cfg, workdir: str, seed: int = 0,
         mesh=None, verbose: bool = True) -> TrainState:
-    """Train for ``cfg.num_steps`` steps (``config.train``), resuming from ``workdir``'s checkpoints."""
+    """Train for ``cfg.num_steps`` steps (``config.train``), resuming from ``workdir``'s checkpoints.
+
+    ``objective``: an ``Objective`` or a ``Method`` (see ``ObjectiveMethod``)."""
+    method = as_method(objective)
     mesh = distributed.make_mesh() if mesh is None else mesh
     distributed.check_batch(batches.global_batch, mesh)
     main = distributed.is_main()
     os.makedirs(workdir, exist_ok=True)
     tx, lr_fn = make_optimizer(cfg)
     ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), cfg.checkpoint_every, cfg.keep_checkpoints)
-    state, record = restore_or_init(network, tx, seed, mesh, ckpt)
+    state, record = restore_or_init(network, tx, seed, mesh, ckpt, method.init_state)
     start = int(state.step)
     if record is not None:
         expected = batches.state(start)
@@ -191,7 +250,12 @@ def fit(network: Network, objective: Objective, batches: Batches, cfg, workdir: 
                   f"over {mesh.size} device(s) in {jax.process_count()} process(es)", flush=True)
 
     _, train_key = keys(seed)
-    step_fn = shard_step(make_train_step(network, objective, tx, train_key, cfg.ema_decay, cfg.ema_warmup), mesh)
+    frozen, with_frozen = method.frozen, has_leaves(method.frozen)
+    if with_frozen:
+        frozen = jax.device_put(frozen, distributed.replicated(mesh))
+    step_fn = shard_step(bind_step(method.train_step(network, tx, cfg.ema_decay, cfg.ema_warmup), train_key, frozen),
+                         mesh, with_frozen)
+    run_step = (lambda st, b: step_fn(st, b, frozen)) if with_frozen else step_fn
     progress = Progress(cfg.num_steps, "[train] step ", done=start, per_unit=(batches.global_batch, "img"),
                         skip_first=True, inplace=True)
     pending: list[dict] = []
@@ -206,7 +270,7 @@ def fit(network: Network, objective: Objective, batches: Batches, cfg, workdir: 
         try:
             while step < cfg.num_steps and not stop.requested:
                 batch = distributed.global_batch(batches(step), mesh)
-                state, metrics = step_fn(state, batch)
+                state, metrics = run_step(state, batch)
                 step += 1
                 pending.append(metrics)
                 if step % cfg.log_every == 0 or step == cfg.num_steps:

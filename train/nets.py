@@ -50,11 +50,14 @@ class Network:
         """The parameter tree as ``jax.ShapeDtypeStruct`` leaves (traced only: no device is touched)."""
         return jax.eval_shape(self.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
 
-    def apply(self, params, x, t, rng=None, train: bool = False):
-        """The module's output for x of shape (B, *event_shape) and t of shape () or (B,)."""
+    def apply(self, params, x, t, rng=None, train: bool = False, cond=None):
+        """The module's output for x of shape (B, *event_shape) and t of shape () or (B,); ``cond``
+        (extra per-sample conditioning, e.g. a shortcut model's step size) goes to modules that take it."""
         b = x.shape[0]
         h = x.reshape((b,) + self.input_shape)
-        if self.has_train:
+        if cond is not None:
+            out = self.module.apply({"params": params}, h, t, cond=cond)
+        elif self.has_train:
             out = self.module.apply({"params": params}, h, t, train=train,
                                     rngs={"dropout": rng} if train and rng is not None else None)
         else:
