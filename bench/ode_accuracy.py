@@ -18,7 +18,9 @@ Learnt grids (``samplers.ode.learnt_grid``, rows "learnt <base>"): for each NFE 
 PF-ODE solution from ``--train-batch`` other noise draws (seed 1) on the same mixture, saved with
 orbax to ``--out``/grids, loaded back and evaluated on the benchmark noise; rows "learnt <base>
 (other mixture)" use grids searched on a different mixture (seed 1) instead; ":decoupled" also
-searches the times the model is called at (LD3). The last lines give
+searches the times the model is called at (LD3). Rows "gits <base>": the GITS grid
+(``samplers.ode.gits``: dynamic programming over a 100-point log-SNR grid of DDIM step costs along
+``--gits-batch`` exact trajectories from other noise, seed 1) run with <base>. The last lines give
 the ratio of diffusers' DPM-Solver++ 3M error to the best of ours at each learnt NFE. The issue's
 goal setting is
 
@@ -42,7 +44,9 @@ from bench.common import (DDPM, Progress, Reference, diffusers_loop, diffusers_m
 from models.analytic import random_mixture  # noqa: E402
 from samplers import registry  # noqa: E402
 from samplers.core import sample  # noqa: E402
-from samplers.ode import learnt_grid  # noqa: E402
+from samplers.grids import time_grid  # noqa: E402
+from samplers.ode import gits, learnt_grid  # noqa: E402
+from samplers.reference import pf_ode_trajectory  # noqa: E402
 from samplers.schedules import ddpm_betas, vp_discrete  # noqa: E402
 
 NFES = (5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)
@@ -89,6 +93,8 @@ def main():
                    default="ipndm,dpm_solver_pp_3m,dpm_solver_pp_3m:decoupled,dpm_solver_pp_2m:decoupled",
                    help="learnt_grid.BASES names, ':decoupled' to also search the model times")
     p.add_argument("--train-batch", type=int, default=1024)
+    p.add_argument("--gits-bases", default="ddim,ipndm", help="learnt_grid.BASES names run on GITS grids ('' for none)")
+    p.add_argument("--gits-batch", type=int, default=256)
     p.add_argument("--out", default="workdir/bench")
     args = p.parse_args()
     jax.config.update("jax_enable_x64", True)
@@ -144,6 +150,20 @@ def main():
                 out = jax.jit(sample, static_argnums=(0, 1))(smp, gmm.model_fn(schedule, "eps"), x_start)
                 row[nfe] = (rms(out.x, ref(a0, s0, 1.0, 0.0)), int(out.nfe))
             results[f"learnt {spec}{suffix}"] = {n: row.get(n) for n in nfes}
+    gits_bases = [b for b in args.gits_bases.split(",") if b] if learnt_nfes else []
+    if gits_bases:
+        fine = time_grid(schedule, 100, "logsnr", final="zero")
+        z_train = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (args.gits_batch, args.dim), jnp.float64))
+        traj = pf_ode_trajectory(gmm.denoise, np.hypot(a0, s0) * z_train, fine, rtol=1e-7, atol=1e-7)
+        costs = gits.step_costs(schedule, gmm.model_fn(schedule, "eps"), fine, traj)
+        for base in gits_bases:
+            row = {}
+            for nfe in learnt_nfes:
+                smp = learnt_grid.learnt_grid_sampler(schedule, {"t": fine.t[gits.best_path(costs, nfe)[0][:-1]],
+                                                                 "base": base})
+                out = jax.jit(sample, static_argnums=(0, 1))(smp, gmm.model_fn(schedule, "eps"), x_start)
+                row[nfe] = (rms(out.x, ref(a0, s0, 1.0, 0.0)), int(out.nfe))
+            results[f"gits {base}"] = {n: row.get(n) for n in nfes}
     for label, (make, steps, sigma_space) in methods.items():
         runs = {nfe: run_diffusers(make, steps(nfe), sigma_space, denoise, ref, a0, s0) for nfe in nfes}
         to_zero = all(r[2] for r in runs.values())

@@ -54,6 +54,15 @@ def solve_pf_ode(denoise: Callable, x, alpha_start: float, sigma_start: float, a
     return np.hypot(alpha_end, sigma_end) * sol.ys[-1]
 
 
+def pf_ode_trajectory(denoise: Callable, x, grid, **kwargs) -> np.ndarray:
+    """The exact PF-ODE states at every point of a ``TimeGrid`` from x at its first: shape (N+1, *x.shape)."""
+    out = [np.asarray(x)]
+    for k in range(grid.num_steps):
+        out.append(np.asarray(solve_pf_ode(denoise, out[-1], grid.alpha[k], grid.sigma[k], grid.alpha[k + 1],
+                                           grid.sigma[k + 1], **kwargs)))
+    return np.stack(out)
+
+
 def reference_sample(denoise: Callable, x, grid, **kwargs):
     """The exact PF-ODE solution from the first to the last point of a ``TimeGrid``."""
     return solve_pf_ode(denoise, x, grid.alpha[0], grid.sigma[0], grid.alpha[-1], grid.sigma[-1], **kwargs)

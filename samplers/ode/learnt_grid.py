@@ -109,7 +109,7 @@ def _traced_run(wrap_model: Callable, model_fn: Callable):
 
 def fit_grid(schedule: Schedule, model_fn: Callable, base: str, nfe: int, x_start, x_teacher, *,
              predicts: str = "eps", t_start: float | None = None, init_spacing: str = "logsnr",
-             decouple: bool = False, max_evals: int = 3000) -> dict:
+             decouple: bool = False, max_evals: int = 3000, init_t=None) -> dict:
     """Search the grid of ``nfe`` calls (ending at sigma = 0) minimising RMS(base(x_start), x_teacher).
 
     ``x_start`` is noise at ``t_start`` (the schedule's ``t_max`` by default; the other model times
@@ -117,7 +117,8 @@ def fit_grid(schedule: Schedule, model_fn: Callable, base: str, nfe: int, x_star
     artefact {"t": the grid's N model times,
     "base", "rms_init", "rms"} (the RMS on the start grid ``init_spacing`` and on the found one);
     ``decouple=True`` also searches the times the model is called at (LD3's decoupled model times:
-    log-SNR shifts of the grid's points), returned as "t_model"."""
+    log-SNR shifts of the grid's points), returned as "t_model". ``init_t`` (the ``nfe`` model times of
+    a grid from ``t_start``, e.g. a GITS grid of ``samplers.ode.gits``) replaces ``init_spacing``."""
     check_choice("base", base, sorted(BASES))
     if not isinstance(nfe, int) or nfe < 2:
         raise ValueError(f"nfe must be an integer >= 2 (one inner grid point to move), got {nfe!r}")
@@ -142,7 +143,13 @@ def fit_grid(schedule: Schedule, model_fn: Callable, base: str, nfe: int, x_star
         err = float(np.sqrt(np.mean((np.asarray(out, np.float64) - x_teacher) ** 2)))
         return err if np.isfinite(err) else 1e6
 
-    u0 = params_from_grid(schedule, time_grid(schedule, nfe, init_spacing, t_start=t_start, final="zero"), t_min)
+    if init_t is None:
+        start = time_grid(schedule, nfe, init_spacing, t_start=t_start, final="zero")
+    else:
+        start = time_grid(schedule, timesteps=np.asarray(init_t, np.float64), final="zero")
+        if start.num_steps != nfe or start.t[0] != t_start:
+            raise ValueError(f"init_t must hold {nfe} model times starting at t_start={t_start}, got {init_t!r}")
+    u0 = params_from_grid(schedule, start, t_min)
     u0 = np.concatenate([u0, np.zeros(nfe if decouple else 0)])
     res = minimize(loss, u0, method="Nelder-Mead",
                    options={"maxfev": max_evals, "xatol": 1e-4, "fatol": 1e-7, "adaptive": True})
