@@ -49,15 +49,14 @@ class TimeGrid:
             raise ValueError("a time grid needs at least 2 points (num_steps >= 1)")
 
 
-def _from_t(schedule: Schedule, t: np.ndarray) -> TimeGrid:
+def _from_t(schedule: Schedule, t: np.ndarray, zero: bool = False) -> TimeGrid:
+    """The grid of model times ``t``, then (``zero``) a last point at the clean data (alpha=1, sigma=0)."""
     t = np.asarray(t, np.float64)
     with np.errstate(divide="ignore"):  # lambda = +inf where sigma = 0 (e.g. flow at t = 0)
-        return TimeGrid(t, schedule.alpha(t), schedule.sigma(t), schedule.lambda_(t))
-
-
-def _append_zero(grid: TimeGrid) -> TimeGrid:
-    cat = lambda a, v: np.concatenate([a, [v]])
-    return TimeGrid(cat(grid.t, grid.t[-1]), cat(grid.alpha, 1.0), cat(grid.sigma, 0.0), cat(grid.lam, np.inf))
+        arrays = [t, schedule.alpha(t), schedule.sigma(t), schedule.lambda_(t)]
+    if zero:
+        arrays = [np.concatenate([a, [v]]) for a, v in zip(arrays, (t[-1], 1.0, 0.0, np.inf))]
+    return TimeGrid(*arrays)
 
 
 def _discrete_timesteps(schedule: VPDiscrete, n: int, spacing: str, steps_offset: int) -> np.ndarray:
@@ -107,8 +106,7 @@ def time_grid(
     if final not in FINALS:
         raise ValueError(f"final must be one of {list(FINALS)}, got {final!r}")
     if timesteps is not None:
-        grid = _from_t(schedule, validate_timesteps(schedule, timesteps))
-        return _append_zero(grid) if final == "zero" else grid
+        return _from_t(schedule, validate_timesteps(schedule, timesteps), final == "zero")
     if spacing not in SPACINGS:
         raise ValueError(f"spacing must be one of {list(SPACINGS)}, got {spacing!r}")
     if num_steps is None or int(num_steps) != num_steps or num_steps < 1:
@@ -120,9 +118,8 @@ def time_grid(
             raise ValueError(f"spacing {spacing!r} needs the vp_discrete schedule, got {schedule.name!r}")
         final = "zero" if final is None else final
         ts = _discrete_timesteps(schedule, num_steps, spacing, steps_offset).astype(np.float64)
-        grid = _from_t(schedule, ts)
         if final == "zero":
-            return _append_zero(grid)
+            return _from_t(schedule, ts, zero=True)
         return _from_t(schedule, np.concatenate([ts, [schedule.t_min]]))
 
     t0 = schedule.t_max if t_start is None else float(t_start)
@@ -132,8 +129,7 @@ def time_grid(
         raise ValueError(f"t_start ({t0}) must be greater than t_end ({t1})")
     n = num_steps - 1 if final == "zero" else num_steps
     if n == 0:
-        grid = _from_t(schedule, np.array([t0]))
-        return _append_zero(grid)
+        return _from_t(schedule, np.array([t0]), zero=True)
     if spacing in ("logsnr", "karras") and not np.all(np.isfinite(schedule.lambda_(np.array([t0, t1])))):
         raise ValueError(f"spacing={spacing!r} spaces the log-SNR, which is infinite at t_start={t0:g} or "
                          f"t_end={t1:g} of the {schedule.name} schedule; give t_start/t_end inside it or "
@@ -151,5 +147,4 @@ def time_grid(
         s = (s0 ** (1 / rho) + ramp * (s1 ** (1 / rho) - s0 ** (1 / rho))) ** rho
         t = schedule.t_from_lambda(-np.log(s))
     t[0], t[-1] = t0, t1  # exact end points despite round trips through lambda
-    grid = _from_t(schedule, t)
-    return _append_zero(grid) if final == "zero" else grid
+    return _from_t(schedule, t, final == "zero")

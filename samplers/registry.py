@@ -126,9 +126,9 @@ def default_spacing(name: str, schedule: Schedule, end_points: bool = False) -> 
     return SAMPLERS[name].spacing
 
 
-# samplers of one kind of model only (a step-size-conditioned shortcut model, train.distill.shortcut):
+# samplers of one kind of model only (consistency functions and step-size-conditioned shortcut models, train.distill):
 # built by name like the others but left out of ``names()``, the samplers of any model
-MODEL_SPECIFIC = ("shortcut",)
+MODEL_SPECIFIC = ("consistency", "shortcut")
 
 
 def names(model_specific: bool = False) -> list[str]:

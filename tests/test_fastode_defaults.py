@@ -9,6 +9,7 @@ import pytest
 from models.analytic import random_mixture
 from samplers import registry
 from samplers.accuracy import Reference, solver_error
+from samplers.core import sample
 from samplers.schedules import ddpm_betas, vp_discrete
 
 SCH = vp_discrete(ddpm_betas())
@@ -35,3 +36,17 @@ def test_discrete_defaults(x64, errors):
             assert errors(name, nfe) <= 2.0 * ddim, (name, nfe, errors(name, nfe), ddim)
     # CONTROL: the previous default (logSNR, to sigma = 0 as the others) fails the same check at 5 calls
     assert errors("dpm_solver_pp_3m", 5, "logsnr", "zero") > 2.0 * errors("ddim", 5)
+
+
+def test_one_call_grids_build():
+    """One model call on every spacing of the discrete schedule: the start, then sigma = 0."""
+    for spacing in ("linspace", "leading", "trailing", "logsnr"):
+        grid = registry.grid("ddim", SCH, 1, spacing=spacing, final="zero")
+        assert grid.num_steps == 1 and grid.sigma[-1] == 0.0 and grid.sigma[0] > 0.0
+    x = jnp.ones((3, 32))
+    smp = registry.build("ddim", SCH, 1)
+    model = GMM.model_fn(SCH, "eps")
+    got = sample(smp, model, x).x  # one DDIM step to sigma = 0 is the model's x0 prediction
+    t0 = registry.grid("ddim", SCH, 1).t[0]
+    want = (x - SCH.sigma(t0) * model(x, jnp.float32(t0))) / SCH.alpha(t0)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
