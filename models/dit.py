@@ -107,7 +107,10 @@ class DiT(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, x, t, train: bool = False):
+    def __call__(self, x, t, train: bool = False, cache=None, refresh=None):
+        """The output; with a ``cache`` (depth, B, tokens, hidden) of block outputs and a boolean ``refresh``
+        (depth,), block i is evaluated only where refresh[i] (else its cached output is reused, block
+        caching) and the call returns (output, new cache, number of blocks evaluated)."""
         del train  # no dropout in DiT
         if x.ndim != 4:
             raise ValueError(f"x must have shape (batch, height, width, channels), got {x.shape}")
@@ -126,10 +129,19 @@ class DiT(nn.Module):
         c = nn.Dense(self.hidden, kernel_init=nn.initializers.normal(0.02), name="t_embed_0")(emb)
         c = nn.Dense(self.hidden, kernel_init=nn.initializers.normal(0.02), name="t_embed_1")(nn.silu(c))
 
+        outputs, evals = [], jnp.zeros((), jnp.int32)
         for i in range(self.depth):
-            h = DiTBlock(self.hidden, self.num_heads, self.mlp_ratio, name=f"block_{i}")(h, c)
+            block = DiTBlock(self.hidden, self.num_heads, self.mlp_ratio, name=f"block_{i}")
+            if cache is None:
+                h = block(h, c)
+            else:
+                h, n = nn.cond(refresh[i], lambda m, h, c, old: (m(h, c), 1), lambda m, h, c, old: (old, 0),
+                               block, h, c, cache[i])
+                outputs.append(h)
+                evals = evals + n
 
         shift, scale = jnp.split(_zero_dense(2 * self.hidden, "final_adaLN")(nn.silu(c)), 2, axis=-1)
         h = _modulate(_layer_norm("final_norm")(h), shift, scale)
         h = _zero_dense(p * p * out_channels, "final_linear")(h)
-        return unpatchify(h, p, height, width)
+        out = unpatchify(h, p, height, width)
+        return out if cache is None else (out, jnp.stack(outputs), evals)

@@ -14,6 +14,8 @@ from samplers.ode.deis import deis
 from samplers.ode.consistency import consistency
 from samplers.ode.ipndm import ipndm
 from samplers.ode.rk import TABLEAUX, euler, heun, rk
+from samplers.ode.lsd import lsd
+from samplers.ode.sfd import sfd
 from samplers.ode.shortcut import shortcut
 from samplers.ode.unipc import unipc
 from samplers.schedules import Schedule, VPDiscrete
@@ -85,6 +87,9 @@ SAMPLERS: dict[str, Entry] = {
     # few-step students of train.distill: consistency models (f(x, t) -> x0) and shortcut models
     "consistency": Entry(consistency, _per_call(1), "karras"),
     "shortcut": Entry(shortcut, _per_call(1), "uniform"),
+    "sfd": Entry(sfd, lambda nfe, final_zero: nfe + 1, "karras"),  # SFD students: Euler, analytical 1st step
+    # LSD students: DDIM's eps step scaled per step (c = 1 here; the learnt c and times: DistillMethod.sampler)
+    "lsd": Entry(lsd, _per_call(1), "logsnr"),
     # stochastic samplers (samplers/sde)
     "euler_maruyama": Entry(euler_maruyama, _per_call(1), "uniform"),
     "ddpm": Entry(ddpm, _per_call(1), "logsnr"),
@@ -126,9 +131,10 @@ def default_spacing(name: str, schedule: Schedule, end_points: bool = False) -> 
     return SAMPLERS[name].spacing
 
 
-# samplers of one kind of model only (consistency functions and step-size-conditioned shortcut models, train.distill):
+# samplers of one kind of model only (consistency functions, step-size-conditioned shortcut models, SFD and LSD
+# students, train.distill):
 # built by name like the others but left out of ``names()``, the samplers of any model
-MODEL_SPECIFIC = ("consistency", "shortcut")
+MODEL_SPECIFIC = ("consistency", "shortcut", "sfd", "lsd")
 
 
 def names(model_specific: bool = False) -> list[str]:

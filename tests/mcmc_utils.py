@@ -38,6 +38,11 @@ def gauss_score(x, t=None):
     return -(x - jnp.asarray(MU, x.dtype)) @ jnp.asarray(PREC, x.dtype)
 
 
+def noisy(gm: GaussianMixture, alpha: float, sigma: float) -> GaussianMixture:
+    """The law of alpha x0 + sigma eps, x0 ~ ``gm``."""
+    return GaussianMixture(gm.weights, alpha * gm.means, alpha**2 * gm.covs + sigma**2 * np.eye(gm.dim))
+
+
 def mixture(sep: float, weights=(0.3, 0.7), sd: float = 0.5) -> GaussianMixture:
     """Two isotropic components at (-sep, 0) and (+sep, 0) in 2-D."""
     return GaussianMixture(weights, [[-sep, 0.0], [sep, 0.0]], [[sd**2, sd**2], [sd**2, sd**2]])
@@ -90,3 +95,25 @@ def check_right_mass(draws, exact: float, what: str = "") -> float:
 def iid(samples) -> np.ndarray:
     """Independent samples (N, d) as one chain of N draws: (N, 1, d)."""
     return np.asarray(samples)[:, None]
+
+
+VARIANCE_ERRORS = (0.9, 1.1)  # the controls' 10% variance errors
+
+
+def scale_variance(draws, mean, factor: float) -> np.ndarray:
+    """``draws`` spread about ``mean`` by sqrt(``factor``): their covariance times ``factor``."""
+    mean = np.asarray(mean, np.float64)
+    return mean + np.sqrt(factor) * (np.asarray(draws, np.float64) - mean)
+
+
+def check_moments_and_control(draws, mean, cov, what: str = "") -> float:
+    """``check_moments``, and its control: the same check rejects the same draws with a 10% variance
+    error either way (``VARIANCE_ERRORS``), so the draws resolve such an error."""
+    worst = check_moments(draws, mean, cov, what)
+    for factor in VARIANCE_ERRORS:
+        try:
+            check_moments(scale_variance(draws, mean, factor), mean, cov, what)
+        except AssertionError:
+            continue
+        raise AssertionError(f"{what}: the check accepts a {factor - 1:+.0%} variance error (control)")
+    return worst

@@ -1,7 +1,7 @@
 """Annealed Langevin and the chain of log-concave Markov chains on exact Gaussian-mixture
 models: independent samples whose moments and mixture weights match the exact law of
 what each method returns, within 4 standard errors (ESS of iid draws = N; see
-tests/mcmc_utils.py).
+tests/mcmc_utils.py). Control: every moment check rejects the same draws with a 10% variance error.
 
 * annealed Langevin returns samples of p_{t_end} (the mixture with alpha mu_k and
   alpha^2 Sigma_k + sigma^2 I); with ``denoise_final`` E[x0 | x_{t_end}], which for a
@@ -14,22 +14,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.analytic import GaussianMixture
 from samplers import schedules
 from samplers.core import sample
 from samplers.grids import time_grid
 from samplers.mcmc.annealed import annealed_langevin
 from samplers.mcmc.logconcave_chain import logconcave_chain
-from tests.mcmc_utils import GAUSS, MU, SIGMA, check_moments, check_right_mass, iid, mixture, right_mass
+from tests.mcmc_utils import (GAUSS, MU, SIGMA, check_moments_and_control as check_moments, check_right_mass, iid,
+                              mixture, noisy, right_mass)
 
 run = jax.jit(sample, static_argnums=(0, 1, 4))
-N = 2048
+N = 8192  # a 10% variance error is 6.4 standard errors (sqrt(2 / N) = 1.6%): the controls fail it
 MIX = mixture(1.5)  # modes 6 sd apart
-
-
-def noisy(gm: GaussianMixture, alpha: float, sigma: float) -> GaussianMixture:
-    """The law of alpha x0 + sigma eps."""
-    return GaussianMixture(gm.weights, alpha * gm.means, alpha**2 * gm.covs + sigma**2 * np.eye(gm.dim))
 
 
 def denoised_gaussian_cov(s2: float) -> np.ndarray:
@@ -108,3 +103,17 @@ def test_logconcave_chain_mixture_vp():
 def test_build_errors(build, msg):
     with pytest.raises(ValueError, match=msg):
         build()
+
+
+def test_annealed_langevin_noise_variance_control(monkeypatch):
+    """Control on the sampler itself: annealed Langevin whose Langevin noise has 10% more variance
+    (every normal draw of its step times sqrt(1.1)) fails the first test's check at the last level."""
+    sch = schedules.edm()
+    grid = time_grid(sch, 11, "logsnr", t_start=20.0, t_end=0.1)
+    x0 = 20.0 * jax.random.normal(jax.random.PRNGKey(0), (N, 3))
+    normal = jax.random.normal
+    monkeypatch.setattr(jax.random, "normal", lambda *a, **k: np.sqrt(1.1).astype(np.float32) * normal(*a, **k))
+    smp = annealed_langevin(sch, grid, 40, 0.5, predicts="x0")
+    x = run(smp, GAUSS.model_fn(sch, "x0"), x0, jax.random.PRNGKey(1)).x
+    with pytest.raises(AssertionError, match="covariance"):
+        check_moments(iid(x), MU, SIGMA + 0.01 * np.eye(3), "annealed Langevin, noise variance x 1.1")

@@ -19,6 +19,7 @@ from diffusers import DPMSolverMultistepScheduler, DPMSolverSinglestepScheduler
 
 from models.analytic import random_mixture
 from samplers.core import sample
+from samplers.from_diffusers import singlestep_groups, singlestep_order_list
 from samplers.grids import time_grid
 from samplers.ode.dpm_solver import dpm_solver, dpm_solver_pp
 from samplers.schedules import vp_discrete
@@ -102,19 +103,6 @@ def test_multistep_parity_discriminates(x64):
     assert gap > 1e3 * TOL
 
 
-def _groups(order_list):
-    """diffusers' per-timestep singlestep orders ([1, 2, 3, 1, 2, 1, ...]: a run 1..p is one interval
-    of order p whose stages sit on p consecutive timesteps) -> our per-interval orders."""
-    groups = []
-    for p in order_list:
-        if p == 1:
-            groups.append(1)
-        else:
-            assert p == groups[-1] + 1
-            groups[-1] = p
-    return groups
-
-
 # diffusers' "midpoint" second order is the reference's "dpmsolver"; its third order is the
 # reference's "taylor" only with solver_type="heun" (its "midpoint" third order computes the
 # second stage by the midpoint rule, a variant of neither paper nor reference code).
@@ -132,7 +120,8 @@ def test_singlestep_parity(x64, alg, order, final, solver_type, steps):
     np.testing.assert_array_equal(grid.t[:-1], sch.timesteps.numpy())
     # The scheduler puts every intermediate stage on its own timestep and groups them by its order
     # list; stages="grid" with those groups as ``orders`` reproduces that convention.
-    orders = _groups(sch.order_list)
+    assert sch.order_list == singlestep_order_list(order, steps, True, final == "zero")
+    orders = singlestep_groups(sch.order_list)
     build = dpm_solver_pp if alg == "dpmsolver++" else dpm_solver
     ours = build(schedule, grid, order, method="singlestep", orders=orders, stages="grid",
                  solver_type="dpmsolver" if solver_type == "midpoint" else "taylor")

@@ -46,3 +46,28 @@ def test_errors(kwargs, match):
     sch = schedules.ve()
     with pytest.raises(ValueError, match=match):
         predictor_corrector(sch, time_grid(sch, 8, "uniform"), **kwargs)
+
+
+@pytest.mark.parametrize("factor", [2.0, 0.0, 1.0, 4.0])
+def test_corrector_step_size_by_hand(x64, factor):
+    """One PC step against Song et al.'s Alg. 5 by hand: z from the first of split(key, 2), then
+    x <- x + e g + sqrt(2 e) z with e = 2 a (snr ||z|| / ||g||)^2, then the DDPM step with the
+    second key. The moment tests cannot see the factor 2 (at snr 0.16 the corrector barely moves
+    the law, and any factor > 0 is a Langevin step), so this is where it is checked; the controls
+    (factors 0, 1, 4 in the hand computation) must disagree with the sampler."""
+    sch, snr = schedules.vp_linear(), 0.16
+    grid = time_grid(sch, 4, "logsnr", final="zero")
+    fn = GMM.model_fn(sch, "eps")
+    x = jax.random.normal(jax.random.PRNGKey(0), (16, 2), np.float64)
+    key = jax.random.PRNGKey(5)
+    pc = predictor_corrector(sch, grid, snr=snr, n_corrector=1)
+    ours = np.asarray(pc.step(pc.init(x), key, fn).x)
+    k_corrector, k_predictor = jax.random.split(key)
+    z = np.asarray(jax.random.normal(k_corrector, x.shape, np.float64))
+    g = -np.asarray(fn(x, grid.t[0])) / grid.sigma[0]  # score = -eps / sigma
+    norm = lambda v: np.mean(np.sqrt(np.sum(v**2, axis=1)))
+    e = factor * (grid.alpha[0] / grid.alpha[1]) ** 2 * (snr * norm(z) / norm(g)) ** 2
+    base = ddpm(sch, grid)
+    by_hand = np.asarray(base.step(base.init(x + e * g + np.sqrt(2 * e) * z), k_predictor, fn).x)
+    agree = np.allclose(ours, by_hand, rtol=1e-10, atol=1e-12)
+    assert agree == (factor == 2.0), f"factor {factor}: max |ours - by hand| = {np.abs(ours - by_hand).max():.2e}"

@@ -158,10 +158,17 @@ def test_ema_and_optimizer():
     params = {"w": np.ones(3, np.float32)}
     updates, _ = tx.update({"w": np.full(3, 100.0, np.float32)}, tx.init(params), params)
     assert np.all(np.isfinite(updates["w"]))
-    # clipping: a huge gradient and the same gradient clipped to norm 0.5 give the same update
-    clipped = {"w": np.full(3, 0.5 / np.sqrt(3), np.float32)}
-    updates2, _ = tx.update(clipped, tx.init(params), params)
-    np.testing.assert_allclose(updates["w"], updates2["w"], rtol=1e-5)
+    # clipping, read where Adam's scale invariance and the warm-up's zero learning rate cannot hide it:
+    # the first moment after one step is (1 - b1) g, g clipped to global norm 0.5 (a small g unchanged)
+    first_moment = lambda cfg, g: np.asarray(optax.tree_utils.tree_get(
+        make_optimizer(cfg)[0].update({"w": g}, make_optimizer(cfg)[0].init(params), params)[1], "mu")["w"])
+    huge, small = np.full(3, 100.0, np.float32), np.full(3, 0.1, np.float32)
+    np.testing.assert_allclose(first_moment(cfg, huge), (1 - cfg.b1) * 0.5 / np.sqrt(3), rtol=1e-6)
+    np.testing.assert_allclose(first_moment(cfg, small), (1 - cfg.b1) * small, rtol=1e-6)
+    # control: the same check fails without clipping (grad_clip=0) or with a 10% larger threshold
+    for wrong in (tiny_config(optimizer="adamw", weight_decay=0.1, grad_clip=0.0).train,
+                  tiny_config(optimizer="adamw", weight_decay=0.1, grad_clip=0.55).train):
+        assert not np.allclose(first_moment(wrong, huge), (1 - cfg.b1) * 0.5 / np.sqrt(3), rtol=1e-6)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         make_optimizer(tiny_config(optimizer="sgd").train)
     with pytest.raises(ValueError, match="warmup_steps"):

@@ -118,12 +118,14 @@ def generator(config, network, params, mesh):
         from train import distill
 
         model_of = distill.student_model_fn(config, network)
+        learnt_sampler = distill.student_sampler(config, params)  # a student whose sampler is learnt (LSD)
     else:
         model_of = lambda p, name, nfe: objective.model_fn(network.model_fn(p))
+        learnt_sampler = None
 
     def gen(name: str, nfe: int, n: int):
-        smp = registry.build(name, schedule, nfe, config.predicts, spacing=config.sampler.spacing,
-                             final=config.sampler.final)
+        smp = (registry.build(name, schedule, nfe, config.predicts, spacing=config.sampler.spacing,
+                              final=config.sampler.final) if learnt_sampler is None else learnt_sampler(name, nfe))
 
         @jax.jit
         def draw(p, key):

@@ -19,6 +19,9 @@
 
   so D predicts x0; the EDM weighting is lambda(s) = (s^2 + sd^2) / (s sd)^2 on
   the x0 error.
+* Input perturbation (Ning et al. 2023, "Input Perturbation Reduces Exposure Bias in Diffusion
+  Models", Alg. 1), ``input_perturbation`` gamma > 0: the network sees x_t = alpha x0 + sigma (eps +
+  gamma xi), xi ~ N(0, I), while the target is still built from (x0, eps); gamma = 0 is the plain loss.
 
 Times are drawn ``uniform`` on [t_lo, t_hi] or ``lognormal`` (EDM):
 log(sigma / alpha) ~ N(p_mean, p_std^2), mapped to the schedule's time by
@@ -80,9 +83,13 @@ class Objective:
     weighting: str = "none"
     precond: str = "none"
     sigma_data: float = 0.5
+    input_perturbation: float = 0.0
 
     def __post_init__(self):
         check_prediction(self.predicts)
+        gamma = self.input_perturbation
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma < float("inf"):
+            raise ValueError(f"input_perturbation must be a finite number >= 0, got {self.input_perturbation!r}")
         check_choice("time_sampling", self.time_sampling, TIME_SAMPLINGS)
         check_choice("weighting", self.weighting, WEIGHTINGS)
         check_choice("precond", self.precond, PRECONDITIONINGS)
@@ -130,13 +137,15 @@ class Objective:
 
         return denoiser
 
-    def loss_terms(self, model: Apply, x0, eps, t):
-        """Per-sample weighted squared error of ``model`` (already wrapped) at given (x0, eps, t)."""
+    def loss_terms(self, model: Apply, x0, eps, t, xi=None):
+        """Per-sample weighted squared error of ``model`` (already wrapped) at given (x0, eps, t); with
+        ``xi`` the model input is perturbed to alpha x0 + sigma (eps + input_perturbation xi)."""
         tb = _per_sample(t, x0)
         a, s = self.schedule.alpha(tb), self.schedule.sigma(tb)
         x = a * x0 + s * eps
         target = from_x0_eps(x0, eps, x, tb, self.schedule, self.predicts)
-        err = jnp.mean(jnp.square(model(x, t) - target).reshape(x0.shape[0], -1), axis=1)
+        x_in = x if xi is None else x + s * self.input_perturbation * xi
+        err = jnp.mean(jnp.square(model(x_in, t) - target).reshape(x0.shape[0], -1), axis=1)
         if self.weighting == "edm":
             s_hat = (self.schedule.sigma(t) / self.schedule.alpha(t)).astype(err.dtype)
             err = err * edm_weight(s_hat, self.sigma_data)
@@ -147,7 +156,10 @@ class Objective:
         kt, ke = jax.random.split(key)
         t = self.sample_t(kt, x0.shape[0], x0.dtype)
         eps = jax.random.normal(ke, x0.shape, x0.dtype)
-        return jnp.mean(self.loss_terms(self.model_fn(apply), x0, eps, t))
+        xi = None
+        if self.input_perturbation > 0:
+            xi = jax.random.normal(jax.random.fold_in(ke, 1), x0.shape, x0.dtype)
+        return jnp.mean(self.loss_terms(self.model_fn(apply), x0, eps, t, xi))
 
 
 def objective_from_config(schedule: Schedule, predicts: str, loss_cfg) -> Objective:

@@ -98,8 +98,8 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence], digits: int
 
 # -- plots ------------------------------------------------------------------------------------------
 
-def plot_error_vs_nfe(curves: dict, path: str, title: str = "", dashed: Callable[[str], bool] = lambda label: False
-                      ) -> None:
+def plot_error_vs_nfe(curves: dict, path: str, title: str = "", dashed: Callable[[str], bool] = lambda label: False,
+                      ylabel: str = "RMS error vs exact PF-ODE solution") -> None:
     """Log-log plot of RMS error against NFE; ``curves[label] = (nfes, errors)``; ``dashed(label)``
     picks the curves drawn dashed (e.g. a peer library's)."""
     import matplotlib
@@ -116,7 +116,7 @@ def plot_error_vs_nfe(curves: dict, path: str, title: str = "", dashed: Callable
             ax.loglog(nfes[ok], errs[ok], "--" if dashed(label) else "-", color=colors[i % len(colors)],
                       marker="o", ms=3, label=label)
     ax.set_xlabel("NFE (model calls)")
-    ax.set_ylabel("RMS error vs exact PF-ODE solution")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)

@@ -168,7 +168,7 @@ def learnt_grid_sampler(schedule: Schedule, artefact: dict, predicts: str = "eps
     return BASES[artefact["base"]][2](schedule, grid, predicts)
 
 
-ARRAYS = ("t", "t_model")
+ARRAYS = ("t", "t_model", "coef")  # coef: the per-step coefficients of an LSD artefact (samplers.ode.lsd)
 
 
 def save_grid(path: str, artefact: dict) -> None:

@@ -39,6 +39,7 @@ from samplers.ode.common import check_grid
 from samplers.param import to_x0_eps
 from samplers.schedules import Schedule
 from samplers.smc import resampling
+from samplers.smc.engine import check_threshold, reweight_resample
 from samplers.smc.search import check_base, check_number, draw, kernel
 
 
@@ -132,11 +133,8 @@ def svd_smc(sampler: Sampler, grid: TimeGrid, A, y, noise_std: float, resampler:
     A, y, s = check_problem(A, y, noise_std)
     if grid.num_steps != sampler.num_steps:
         raise ValueError(f"grid must be the sampler's grid ({sampler.num_steps} steps), got {grid.num_steps} steps")
-    if resampler not in resampling.RESAMPLERS:
-        raise ValueError(f"resampler must be one of {sorted(resampling.RESAMPLERS)}, got {resampler!r}")
-    resample = resampling.RESAMPLERS[resampler]
-    if not np.isscalar(ess_threshold) or not 0.0 <= ess_threshold <= 1.0:
-        raise ValueError(f"ess_threshold must be a number in [0, 1], got {ess_threshold!r}")
+    resample = resampling.check_resampler(resampler)
+    ess_threshold = check_threshold(ess_threshold)
     m, d = A.shape
     U, sv, Vt = np.linalg.svd(A, full_matrices=True)  # A = U[:, :r] diag(sv) Vt[:r]
     r = len(sv)
@@ -169,7 +167,7 @@ def svd_smc(sampler: Sampler, grid: TimeGrid, A, y, noise_std: float, resampler:
                            ess=jnp.asarray(n, x.dtype), ancestors=jnp.arange(n))
 
     def step(state, key, model_fn):
-        x, dt, n = state.x, state.x.dtype, state.x.shape[0]
+        x, dt = state.x, state.x.dtype
         V = jnp.asarray(Vt.T, dt)
         kr, kz = jax.random.split(key)
         tr = kernel(sampler, x, state.i, model_fn)
@@ -179,12 +177,9 @@ def svd_smc(sampler: Sampler, grid: TimeGrid, A, y, noise_std: float, resampler:
         mo = mb[:, :r]
         log_zi = jnp.sum((-0.5 * ((mo - c) ** 2 / (v + tau2) + jnp.log(2 * jnp.pi * (v + tau2))) - lc)
                          * jnp.asarray(mask, dt), -1)
-        aux = state.log_w - logsumexp(state.log_w) + log_zi - log_g(state.i, (x @ V)[:, :r], dt)
-        log_inc = logsumexp(aux)
-        weights = jax.nn.softmax(aux)
-        ess = 1.0 / jnp.sum(weights**2)
-        redraw = (ess < ess_threshold * n) | (state.i == sampler.num_steps - 1)  # unweighted output
-        anc = jnp.where(redraw, resample(kr, weights, n), jnp.arange(n))
+        anc, log_w, log_inc, ess = reweight_resample(
+            kr, resampling.normalise(state.log_w), log_zi - log_g(state.i, (x @ V)[:, :r], dt), resample,
+            ess_threshold, force=state.i == sampler.num_steps - 1)  # the last step resamples: unweighted output
         # the optimal proposal: per observed coordinate N(mean, tau2) x N(c; ., v), else the base kernel
         prec = 1.0 / tau2 + 1.0 / v
         post = jnp.where(jnp.asarray(obs), (mo / tau2 + c / v) / prec, mo)
@@ -192,7 +187,6 @@ def svd_smc(sampler: Sampler, grid: TimeGrid, A, y, noise_std: float, resampler:
         mean = jnp.concatenate([post, mb[:, r:]], -1)[anc]
         scale = jnp.concatenate([jnp.broadcast_to(std, (r,)), jnp.broadcast_to(jnp.sqrt(tau2), (d - r,))])
         xb = mean + scale * jax.random.normal(kz, mean.shape, dt)
-        log_w = jnp.where(redraw, jnp.zeros((n,), dt), aux - log_inc)
         return SVDSMCState(x=xb @ V.T, i=state.i + 1, nfe=state.nfe + 1, log_w=log_w,
                            log_z=state.log_z + log_inc, ess=ess, ancestors=anc)
 

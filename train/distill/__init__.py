@@ -28,6 +28,8 @@ Registering a method (``METHODS[name] = DistillMethod(...)``)::
         samplers,     # registry names the student may be sampled with (sampler.name is checked)
         teacher,      # "required" | "optional" | "none"
         check,        # check(config) -> None: ValueError naming the bad distill.kwargs field
+        sampler,      # optional sampler(config, params, sampler_name, nfe) -> Sampler, for students whose
+                      #   learnt part is the sampler itself (LSD's coefficients); None: registry.build
     )
 
 ``check(config)`` (called by ``train.config.validate``) validates the whole section before any
@@ -52,6 +54,7 @@ class DistillMethod(NamedTuple):
     samplers: tuple[str, ...]  # registry sampler names of the student
     teacher: str = "required"  # one of TEACHER_MODES
     check: Callable[[Any], None] = lambda config: None  # validates distill.kwargs
+    sampler: Callable[..., Any] | None = None  # (config, params, sampler_name, nfe) -> Sampler, or None
 
 
 METHODS: dict[str, DistillMethod] = {}
@@ -105,20 +108,17 @@ def student_model_fn(config, network) -> Callable:
     return lambda params, name, nfe: method.model_fn(config, network, params, name, nfe)
 
 
-# modules that register methods on import (a missing one is skipped: helpers add theirs here)
-BUILTIN = ("consistency", "shortcut", "sfd", "lsd")
-
-
-def _register_builtin() -> None:
-    import importlib
-    import importlib.util
-
-    for name in BUILTIN:
-        if importlib.util.find_spec(f"train.distill.{name}") is not None:
-            importlib.import_module(f"train.distill.{name}")
+def student_sampler(config, params) -> Callable | None:
+    """``fn(sampler_name, nfe) -> Sampler`` built from the student's ``params`` if its method learns its
+    sampler (``DistillMethod.sampler``), else None (``samplers.registry.build``)."""
+    method = get(config)
+    if method.sampler is None:
+        return None
+    return lambda name, nfe: method.sampler(config, params, name, nfe)
 
 
 __all__ = ["DistillMethod", "METHODS", "Teacher", "check", "get", "load_teacher", "method_of", "names",
-           "register", "student_model_fn"]
+           "register", "student_model_fn", "student_sampler"]
 
-_register_builtin()
+# the built-in methods register themselves on import (after the names above exist)
+from train.distill import consistency, lsd, sfd, shortcut  # noqa: E402,F401

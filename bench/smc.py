@@ -1,0 +1,299 @@
+"""SMC against closed forms and against blackjax: three tables, each with a PNG plot.
+
+(a) Reward-tilted mixture, reward and distance to the exact tilted target vs model calls. The
+problem, the metrics and the search methods (best-of-N, SVDD, beam search, tree sampling,
+rollover budget forcing) are bench/smc_scaling.py's (1) (``search_rows``: prior 0.9 N(-1, 0.25)
++ 0.1 N(2, 0.25), reward r = x, target p exp(2 r), DDPM "large" with 10 steps, one returned sample
+per problem); added here: the twisted diffusion sampler (``samplers.smc.tds``, lam r as the
+log-likelihood, N particles per problem on the engine, the returned sample drawn by the final
+weights; model calls per sample = N x the run's model calls per particle).
+
+(b) Product of two 2-D Gaussian-mixture experts p1 p2 / Z (closed form: a 4-component mixture and
+its log Z), against blackjax's adaptive tempered SMC (MALA moves, ``--mcmc-steps`` per temperature,
+target ESS 0.5, systematic resampling) from N(0, I) at a fixed particle count. Ours: the engine
+with the TDS potential on a DDPM of expert 1 (20 steps, "large"), the likelihood p2 (its exact
+log-density, differentiated); Feynman-Kac product-of-experts correctors (fk.py) where the module
+exists. Cost = gradient evaluations per run (blackjax: one grad of log p1 p2 per MALA step and
+particle, counted from its tempering steps; ours: one score evaluation of the models per model
+call and particle); ours gets a particle count with no more gradient evaluations than blackjax's
+mean. Metrics over ``--repeats`` independent runs: log-Z RMSE against the exact log Z, and the
+sliced W2 of the (weight-resampled) particles to exact product samples (mean and worst run).
+
+(c) Cost at 1,024 and 16,384 particles with an MLP model (``models.mlp.MLP``, hidden 256, depth
+3, d = 16, random weights): wall time of a jitted run of the SMC sampler divided by the base
+sampler's (DDPM, 20 steps), both timed in alternation (``time_paired``): the engine with the
+plain proposal (``base_potential``: weights, ESS, resampling at threshold 1, i.e. every step; goal
+<= 1.05) and TDS (a forward and backward twist evaluation a step: expected about 3 x).
+
+    python bench/smc.py [--quick] [--out bench/smc]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.common import machine_lines, markdown_table, time_paired  # noqa: E402
+from bench.smc_scaling import LAM, PRIOR, REWARD, search_rows, tilted  # noqa: E402
+from models.analytic import GaussianMixture  # noqa: E402
+from models.metrics import sliced_wasserstein  # noqa: E402
+from models.mlp import MLP, init_mlp, mlp_model_fn  # noqa: E402
+from samplers import schedules  # noqa: E402
+from samplers.core import sample  # noqa: E402
+from samplers.grids import time_grid  # noqa: E402
+from samplers.sde.ancestral import ddpm  # noqa: E402
+from samplers.smc import engine, resampling, tds  # noqa: E402
+
+# (b) the experts and their exact product
+E1 = GaussianMixture([0.5, 0.5], [[-1.5, 0.0], [1.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]])
+E2 = GaussianMixture([0.6, 0.4], [[0.0, -1.0], [1.0, 1.5]], [[0.8, 0.4], [0.6, 0.6]])
+
+
+def product(p: GaussianMixture, q: GaussianMixture) -> tuple[GaussianMixture, float]:
+    """p q / Z as a mixture (REFERENCES.md: a Gaussian product per pair of components, weight
+    w_i w_j N(m_i; m_j, S_i + S_j)) and log Z."""
+    logw, means, covs = [], [], []
+    for wi, mi, si in zip(p.weights, p.means, p.covs):
+        for wj, mj, sj in zip(q.weights, q.means, q.covs):
+            s = si + sj
+            r = mi - mj
+            logw.append(np.log(wi * wj) - 0.5 * (r @ np.linalg.solve(s, r) + np.linalg.slogdet(2 * np.pi * s)[1]))
+            prec = np.linalg.inv(si) + np.linalg.inv(sj)
+            cov = np.linalg.inv(prec)
+            means.append(cov @ (np.linalg.solve(si, mi) + np.linalg.solve(sj, mj)))
+            covs.append((cov + cov.T) / 2)
+    logw = np.array(logw)
+    return GaussianMixture(np.exp(logw - logw.max()), np.array(means), np.array(covs)), float(np.logaddexp.reduce(logw))
+
+
+def draw_by_weight(key, st):
+    """One particle of each SMC state drawn with probability softmax(log_w)."""
+    return st.x[jax.random.categorical(key, st.log_w)]
+
+
+# -- (a) ----------------------------------------------------------------------------------------------
+
+def tds_rows(problems: int, seeds: int, particles=(2, 4, 8, 16, 32)):
+    vp = schedules.vp_linear()
+    base = ddpm(vp, time_grid(vp, 10, "uniform"), variance="large")
+    model = PRIOR.model_fn(vp, "eps")
+    exact = tilted(PRIOR, LAM).sample(jax.random.PRNGKey(123), 8192)
+    s = engine.smc(base, tds.tds(base, vp, lambda x: LAM * REWARD(x)))
+
+    def one(x, k):
+        k1, k2 = jax.random.split(k)
+        st = sample(s, model, x, k1)
+        return draw_by_weight(k2, st), st.nfe
+
+    run = jax.jit(jax.vmap(one))
+    rows, curve = [], []
+    for n in particles:
+        res, calls = [], []
+        for seed in range(seeds):
+            k = jax.random.fold_in(jax.random.PRNGKey(0), seed)
+            xs, nfe = run(jax.random.normal(k, (problems, n, 1)), jax.random.split(k, problems))
+            xs = np.asarray(xs, np.float64)
+            res.append((xs[:, 0].mean(), xs[:, 0].min(),
+                        float(sliced_wasserstein(jnp.asarray(xs, jnp.float32), exact, jax.random.PRNGKey(7), 1))))
+            calls.append(float(n * np.mean(nfe)))
+        res, c = np.array(res), float(np.mean(calls))
+        rows.append(["TDS (twisted SMC)", f"N = {n}", c, res[:, 0].mean(), res[:, 1].min(), res[:, 2].mean(),
+                     res[:, 2].max()])
+        curve.append((c, res[:, 0].mean(), res[:, 2].mean()))
+    return rows, curve
+
+
+def plot_search(curves, target_mean, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.5))
+    for name, pts in curves.items():
+        c, r, w = np.array(pts).T
+        lw = 2.2 if name.startswith("TDS") else 1.0
+        ax[0].semilogx(c, r, marker="o", ms=3, lw=lw, label=name)
+        ax[1].loglog(c, w, marker="o", ms=3, lw=lw, label=name)
+    ax[0].axhline(target_mean, color="k", ls=":", label="tilted target's mean")
+    ax[0].set(xlabel="model calls per sample", ylabel="mean reward", title="reward-tilted mixture")
+    ax[1].set(xlabel="model calls per sample", ylabel="W2 to the exact tilted target", title="distance to p exp(2 r)")
+    for a in ax:
+        a.grid(True, which="both", alpha=0.3)
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- (b) ----------------------------------------------------------------------------------------------
+
+def blackjax_run(n: int, mcmc_steps: int, step_size: float):
+    """jit(vmap over keys) of blackjax's adaptive tempered SMC to p1 p2 from N(0, I):
+    -> (particles resampled by the final weights, log Z-hat, gradient evaluations)."""
+    import blackjax
+    from blackjax.smc import resampling as bres
+
+    log_prior = lambda x: jnp.sum(jax.scipy.stats.norm.logpdf(x))
+    log_lik = lambda x: E1.log_prob(x[None])[0] + E2.log_prob(x[None])[0] - log_prior(x)
+    alg = blackjax.adaptive_tempered_smc(log_prior, log_lik, blackjax.mala.build_kernel(), blackjax.mala.init,
+                                         dict(step_size=jnp.array([step_size])), bres.systematic, 0.5,
+                                         num_mcmc_steps=mcmc_steps)
+
+    def one(key):
+        k0, k1, k2 = jax.random.split(key, 3)
+        st = alg.init(jax.random.normal(k0, (n, 2)))
+
+        def body(c):
+            st, lz, k, it = c
+            k, kk = jax.random.split(k)
+            st, info = alg.step(kk, st)
+            return st, lz + info.log_likelihood_increment, k, it + 1
+
+        st, lz, _, it = jax.lax.while_loop(lambda c: c[0].tempering_param < 1, body,
+                                           (st, jnp.zeros(()), k1, jnp.zeros((), jnp.int32)))
+        idx = bres.systematic(k2, st.weights, n)
+        return st.particles[idx], lz, it * mcmc_steps * n
+
+    return jax.jit(jax.vmap(one))
+
+
+def ours_run(n: int, steps: int = 20):
+    vp = schedules.vp_linear()
+    base = ddpm(vp, time_grid(vp, steps, "uniform"), variance="large")
+    s = engine.smc(base, tds.tds(base, vp, E2.log_prob))
+    model = E1.model_fn(vp, "eps")
+
+    def one(key):
+        k0, k1, k2 = jax.random.split(key, 3)
+        st = sample(s, model, jax.random.normal(k0, (n, 2)), k1)
+        return st.x[resampling.systematic(k2, jax.nn.softmax(st.log_w), n)], st.log_z, st.nfe * n
+
+    return jax.jit(jax.vmap(one)), s.nfe
+
+
+def blackjax_rows(repeats: int, particles: int, mcmc_steps: int, step_size: float = 0.5):
+    target, log_z = product(E1, E2)
+    exact = target.sample(jax.random.PRNGKey(99), 8192)
+    keys = jax.random.split(jax.random.PRNGKey(5), repeats)
+    bj_x, bj_lz, bj_grads = blackjax_run(particles, mcmc_steps, step_size)(keys)
+    grads = float(np.mean(bj_grads))
+    per_particle = ours_run(1)[1]  # our model calls per particle and run
+    n_ours = max(int(grads // per_particle), 1)
+    o_x, o_lz, o_grads = ours_run(n_ours)[0](keys)
+    rows, pts = [], {}
+    for name, xs, lz, g, n in (("blackjax adaptive tempered SMC (MALA)", bj_x, bj_lz, bj_grads, particles),
+                               ("ours: engine + TDS (DDPM of p1, likelihood p2)", o_x, o_lz, o_grads, n_ours)):
+        lz = np.asarray(lz, np.float64)
+        sw = np.array([float(sliced_wasserstein(x, exact, jax.random.PRNGKey(3), 128)) for x in xs])
+        rmse = float(np.sqrt(np.mean((lz - log_z) ** 2)))
+        rows.append([name, n, float(np.mean(g)), rmse, float(np.mean(lz - log_z)), sw.mean(), sw.max()])
+        pts[name] = (float(np.mean(g)), rmse, sw.mean())
+    return rows, pts, log_z
+
+
+def plot_blackjax(pts, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    names = list(pts)
+    for i, (label, title) in enumerate((("log-Z RMSE", "log-Z error"), ("sliced W2 to the exact product", "distance"))):
+        ax[i].bar(range(len(names)), [pts[n][1 + i] for n in names], color=["tab:gray", "tab:blue"])
+        ax[i].set_xticks(range(len(names)), [n.split(":")[0].split(" (")[0] for n in names], fontsize=8)
+        ax[i].set(ylabel=label, title=f"product of experts: {title} at equal gradient evaluations")
+        ax[i].grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- (c) ----------------------------------------------------------------------------------------------
+
+def cost_rows(particles=(1024, 16384), dim: int = 16, steps: int = 20, repeats: int = 10):
+    vp = schedules.vp_linear()
+    base = ddpm(vp, time_grid(vp, steps, "uniform"))
+    module = MLP(hidden=256, depth=3)
+    model = mlp_model_fn(module, init_mlp(module, jax.random.PRNGKey(0), dim))
+    reward = lambda x: -jnp.sum(x**2, -1)
+    samplers = {"base DDPM": base,
+                "SMC, plain proposal (resample every step)": engine.smc(base, engine.base_potential(),
+                                                                         ess_threshold=1.0),
+                "SMC + TDS twist": engine.smc(base, tds.tds(base, vp, reward))}
+    rows = []
+    for n in particles:
+        x = jax.random.normal(jax.random.PRNGKey(1), (n, dim))
+        key = jax.random.PRNGKey(2)
+        fns = [jax.jit(lambda x, k, s=s: sample(s, model, x, k).x) for s in samplers.values()]
+        times = time_paired([lambda f=f: f(x, key) for f in fns], repeats=repeats, warmup=1)
+        for name, t in zip(samplers, times):
+            rows.append([name, n, 1e3 * t / steps, t / times[0]])
+    return rows
+
+
+def plot_cost(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    names = list(dict.fromkeys(r[0] for r in rows))
+    ns = sorted({r[1] for r in rows})
+    width = 0.8 / len(names)
+    for j, name in enumerate(names):
+        ratios = [next(r[3] for r in rows if r[0] == name and r[1] == n) for n in ns]
+        ax.bar(np.arange(len(ns)) + j * width, ratios, width, label=name)
+    ax.axhline(1.05, color="k", ls=":", label="goal 1.05 (plain SMC)")
+    ax.set_xticks(np.arange(len(ns)) + width, [f"N = {n}" for n in ns])
+    ax.set(ylabel="time / base sampler's time", title="SMC step cost, MLP model")
+    ax.legend(fontsize=7)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer problems, seeds and repeats (a few minutes)")
+    ap.add_argument("--out", default=str(Path(__file__).with_suffix("")), help="prefix of the PNG plots")
+    args = ap.parse_args()
+    problems, seeds, repeats = (128, 1, 32) if args.quick else (512, 3, 100)
+    particles_bj, mcmc_steps = 1024, 10
+
+    print("## SMC: closed-form targets, blackjax, cost\n")
+    print(machine_lines())
+    rows, curves, target_mean = search_rows(problems, seeds)
+    trows, tcurve = tds_rows(problems, seeds)
+    curves["TDS (twisted SMC)"] = tcurve
+    print(f"\n### (a) Reward-tilted mixture: {problems} problems x {seeds} seeds; tilted target p exp({LAM} x), "
+          f"its mean reward {target_mean:.3f}\n")
+    print(markdown_table(["method", "knob", "model calls / sample", "mean reward", "worst reward",
+                          "W2 to tilted (mean)", "W2 (worst seed)"], rows + trows))
+    plot_search(curves, target_mean, f"{args.out}_search.png")
+
+    brows, pts, log_z = blackjax_rows(repeats, particles_bj, mcmc_steps)
+    print(f"\n### (b) Product of two mixture experts vs blackjax adaptive tempered SMC: {repeats} runs, exact "
+          f"log Z = {log_z:.4f}; blackjax {particles_bj} particles, {mcmc_steps} MALA steps per temperature\n")
+    print(markdown_table(["method", "particles", "gradient evals / run", "log-Z RMSE", "log-Z bias",
+                          "sliced W2 (mean)", "sliced W2 (worst run)"], brows))
+    plot_blackjax(pts, f"{args.out}_blackjax.png")
+
+    crows = cost_rows(repeats=5 if args.quick else 10)
+    print("\n### (c) Cost: SMC run / base DDPM run (20 steps), MLP (hidden 256, depth 3, d = 16)\n")
+    print(markdown_table(["sampler", "particles", "ms / step", "time / base time"], crows))
+    plot_cost(crows, f"{args.out}_cost.png")
+    print(f"\nplots: {args.out}_search.png, {args.out}_blackjax.png, {args.out}_cost.png")
+
+
+if __name__ == "__main__":
+    main()
