@@ -104,13 +104,15 @@ NFES = (1, 2, 4)
 TEACHER_SOLVERS = ("ddim", "dpm_solver_pp_2m")
 
 
-def _quality(config, workdir, z, key, reference):
+def _quality(config, workdir, z, key, reference, sampler="consistency"):
+    """(student scores by NFE, teacher scores by (solver, NFE)) of the student in ``workdir`` sampled
+    by ``sampler`` and the exact teacher's TEACHER_SOLVERS, from the same noise z and key."""
     config = validate(config)
     network = build_network(config)
     params, _ = jobs.load_params(config, workdir)
     gmm = mixture_of(config.data.kwargs)
     k_swd = jax.random.PRNGKey(3)
-    student = {n: quality.scores(gmm, quality.student_sampler(config, network, params, "consistency", n)(z, key),
+    student = {n: quality.scores(gmm, quality.student_sampler(config, network, params, sampler, n)(z, key),
                                  reference, k_swd) for n in NFES}
     teacher = {(s, n): quality.scores(gmm, quality.teacher_sampler(gmm, s, n)(z, key), reference, k_swd)
                for s in TEACHER_SOLVERS for n in NFES}

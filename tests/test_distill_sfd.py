@@ -13,11 +13,10 @@ from configs import distill_gmm_sfd
 from samplers import registry
 from samplers.core import sample
 from samplers.schedules import get_schedule
-from tests.test_distill_cm import NFES, TEACHER_SOLVERS, _state, beats_teacher
+from tests.test_distill_cm import _quality as cm_quality, _state, beats_teacher
 from train import distill, jobs
 from train.config import build_network, validate
-from train.data import load, mixture_of
-from train.distill import quality
+from train.data import load
 from train.optim import make_optimizer
 
 
@@ -51,16 +50,7 @@ def test_sampler_is_euler_after_an_analytical_first_step():
 # -- SFD-v of the exact mixture against the teacher's solvers ------------------------------------------
 
 def _quality(config, workdir, z, key, reference):
-    config = validate(config)
-    network = build_network(config)
-    params, _ = jobs.load_params(config, workdir)
-    gmm = mixture_of(config.data.kwargs)
-    k_swd = jax.random.PRNGKey(3)
-    student = {n: quality.scores(gmm, quality.student_sampler(config, network, params, "sfd", n)(z, key),
-                                 reference, k_swd) for n in NFES}
-    teacher = {(s, n): quality.scores(gmm, quality.teacher_sampler(gmm, s, n)(z, key), reference, k_swd)
-               for s in TEACHER_SOLVERS for n in NFES}
-    return student, teacher
+    return cm_quality(config, workdir, z, key, reference, sampler="sfd")
 
 
 def test_sfdv_students_beat_the_teachers_solvers_at_equal_nfe(tmp_path):

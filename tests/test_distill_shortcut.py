@@ -12,10 +12,9 @@ from samplers.core import sample
 from samplers.schedules import get_schedule
 from train import distill, jobs
 from train.config import build_network, validate
-from train.data import load, mixture_of
-from train.distill import quality
+from train.data import load
 from train.distill.shortcut import step_condition
-from tests.test_distill_cm import NFES, TEACHER_SOLVERS, beats_teacher
+from tests.test_distill_cm import _quality as cm_quality, beats_teacher
 
 
 def test_sampler_is_euler_with_step_one_over_steps():
@@ -59,16 +58,7 @@ def test_student_model_fn_is_conditioned_on_d():
 
 
 def _quality(config, workdir, z, key, reference):
-    config = validate(config)
-    network = build_network(config)
-    params, _ = jobs.load_params(config, workdir)
-    gmm = mixture_of(config.data.kwargs)
-    k_swd = jax.random.PRNGKey(3)
-    student = {n: quality.scores(gmm, quality.student_sampler(config, network, params, "shortcut", n)(z, key),
-                                 reference, k_swd) for n in NFES}
-    teacher = {(s, n): quality.scores(gmm, quality.teacher_sampler(gmm, s, n)(z, key), reference, k_swd)
-               for s in TEACHER_SOLVERS for n in NFES}
-    return student, teacher
+    return cm_quality(config, workdir, z, key, reference, sampler="shortcut")
 
 
 def test_shortcut_students_beat_the_teachers_solvers_at_equal_nfe(tmp_path):
