@@ -1,7 +1,9 @@
 """Annealed Langevin and the chain of log-concave Markov chains on exact Gaussian-mixture
 models: independent samples whose moments and mixture weights match the exact law of
 what each method returns, within 4 standard errors (ESS of iid draws = N; see
-tests/mcmc_utils.py). Control: every moment check rejects the same draws with a 10% variance error.
+tests/mcmc_utils.py). Control: every moment check rejects the same draws with a 10% variance error; the samplers
+themselves with a 10% error in their Langevin noise variance fail the same checks (the two
+``*_control`` tests).
 
 * annealed Langevin returns samples of p_{t_end} (the mixture with alpha mu_k and
   alpha^2 Sigma_k + sigma^2 I); with ``denoise_final`` E[x0 | x_{t_end}], which for a
@@ -9,17 +11,21 @@ tests/mcmc_utils.py). Control: every moment check rejects the same draws with a 
 * the log-concave chain: the mean of the m measurements ybar = x + (sigma / sqrt(m)) eps
   has exactly that law; its jump E[x | ybar] the denoised law above.
 """
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from models.analytic import GaussianMixture
 from samplers import schedules
 from samplers.core import sample
 from samplers.grids import time_grid
 from samplers.mcmc.annealed import annealed_langevin
 from samplers.mcmc.logconcave_chain import logconcave_chain
-from tests.mcmc_utils import (GAUSS, MU, SIGMA, check_moments_and_control as check_moments, check_right_mass, iid,
+from tests.mcmc_utils import (GAUSS, MU, SIGMA, check_moments as plain_check_moments,
+                              check_moments_and_control as check_moments, check_right_mass, iid,
                               mixture, noisy, right_mass)
 
 run = jax.jit(sample, static_argnums=(0, 1, 4))
@@ -117,3 +123,25 @@ def test_annealed_langevin_noise_variance_control(monkeypatch):
     x = run(smp, GAUSS.model_fn(sch, "x0"), x0, jax.random.PRNGKey(1)).x
     with pytest.raises(AssertionError, match="covariance"):
         check_moments(iid(x), MU, SIGMA + 0.01 * np.eye(3), "annealed Langevin, noise variance x 1.1")
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.9, 1.1])
+def test_logconcave_chain_walk_noise_control(factor, monkeypatch):
+    """Control on the sampler itself: the walks' Langevin noise with a 10% variance error either way
+    (factor 0.9 / 1.1) fails the ybar check that the exact walk (factor 1) passes. The data are narrow
+    (covariance 0.05 SIGMA), so ybar's covariance 0.05 SIGMA + (sigma^2 / m) I is mostly the walks' noise."""
+    lc = importlib.import_module("samplers.mcmc.logconcave_chain")
+    proposal = lc.langevin_proposal
+    monkeypatch.setattr(lc, "langevin_proposal", lambda x, g, h, z: proposal(x, g, h, np.sqrt(factor) * z))
+    sigma, m = 2.0, 4
+    sch = schedules.edm()
+    narrow = GaussianMixture([1.0], MU[None], 0.05 * SIGMA[None])
+    x0 = jnp.asarray(MU) + sigma * jax.random.normal(jax.random.PRNGKey(0), (N, 3))
+    final = run(logconcave_chain(sch, sigma, m, 100, step_scale=0.02, predicts="x0"), narrow.model_fn(sch, "x0"), x0,
+                jax.random.PRNGKey(5))
+    check = lambda: plain_check_moments(iid(final.ysum / m), MU, 0.05 * SIGMA + sigma**2 / m * np.eye(3), "ybar")
+    if factor == 1.0:
+        check()
+    else:
+        with pytest.raises(AssertionError, match="covariance"):
+            check()

@@ -3,7 +3,10 @@ levels follow the level weights (the exact level marginal), and after the ODE so
 from each chain's level the samples have the data's moments and mixture weights,
 within 4 standard errors of independent draws (tests/mcmc_utils.py; Heun's error on
 this grid is below that). Control: every moment check rejects the same samples with a 10%
-variance error."""
+variance error, and the MCMC phase's level-0 check rejects the sampler itself when its levels carry a
+10% noise-variance error (either way)."""
+import importlib
+
 import jax
 import numpy as np
 import pytest
@@ -12,10 +15,11 @@ from samplers import schedules
 from samplers.core import sample
 from samplers.grids import time_grid
 from samplers.mcmc.denoising_mcmc import denoising_mcmc
-from tests.mcmc_utils import (GAUSS, K_SIGMA, MU, SIGMA, check_moments_and_control as check_moments, check_right_mass,
+from tests.mcmc_utils import (GAUSS, K_SIGMA, MU, SIGMA, check_moments as plain_check_moments,
+                              check_moments_and_control as check_moments, check_right_mass,
                               iid, mixture, right_mass)
 
-run = jax.jit(sample, static_argnums=(0, 1))
+run = jax.jit(sample, static_argnums=(0, 1, 4))
 B = 8192  # a 10% variance error is 6.4 standard errors: the moment checks' controls fail it
 SCH = schedules.edm()
 GRID = time_grid(SCH, 8, "karras", t_start=2.0, final="zero")
@@ -47,6 +51,29 @@ def test_gaussian_with_level_weights():
                 jax.random.PRNGKey(3))
     check_levels(final.level, w)
     check_moments(iid(final.x), MU, SIGMA, "denoising MCMC")
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.9, 1.1])
+def test_mcmc_phase_law_and_level_noise_control(factor, monkeypatch):
+    """After the sweeps, the chains at level 0 (sigma 2; level weights 4^-j put 3/4 of them there) are
+    draws of p_{t_0} = N(MU, SIGMA + 4 I). Control on the sampler: its MCMC phase targeting levels
+    with a 10% noise-variance error either way (sigma_j^2 times factor) fails the same check."""
+    mod = importlib.import_module("samplers.mcmc.denoising_mcmc")
+    value_and_grad = mod.per_chain_value_and_grad
+    monkeypatch.setattr(mod, "per_chain_value_and_grad", lambda f, x, t: value_and_grad(f, x, np.sqrt(factor) * t))
+    sweeps, b = 200, 2 * B
+    smp = denoising_mcmc(SCH, GRID, sweeps, solver="heun", level_weights=4.0 ** -np.arange(8))
+    _, (xs, levels) = run(smp, GAUSS.log_prob_fn(SCH), 2.0 * jax.random.normal(jax.random.PRNGKey(4), (b, 3)),
+                          jax.random.PRNGKey(5), lambda s: (s.x, s.level))
+    top = np.asarray(levels[sweeps - 1]) == 0
+    assert top.sum() > b // 2
+    x = iid(np.asarray(xs[sweeps - 1])[top])
+    cov = SIGMA + float(GRID.sigma[0]) ** 2 * np.eye(3)
+    if factor == 1.0:
+        plain_check_moments(x, MU, cov, "denoising MCMC, level 0")
+    else:
+        with pytest.raises(AssertionError, match="covariance"):
+            plain_check_moments(x, MU, cov, "denoising MCMC, level 0")
 
 
 @pytest.mark.parametrize("build,msg", [

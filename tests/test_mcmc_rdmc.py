@@ -10,8 +10,11 @@ Budget (30 outer steps, 8 particles, 2 MALA + 1 global move a step, 808 gradient
 evaluations a chain): measured with 8192 chains, its errors are +0.3% to +2.4% on the
 variances and -0.005 on the mixture weight (0.695 for 0.7), against 4 standard errors
 of 6.3% and 0.020 here (8192 chains); the ULA/score run (8 ULA moves) +0.4% to +0.9%.
-Control: every moment check rejects the same draws with a 10% variance error.
+Control: every moment check rejects the same draws with a 10% variance error, and the t_end check
+rejects the sampler itself with a 10% noise-variance error (either way) in its reverse-SDE step.
 """
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +22,8 @@ import pytest
 
 from samplers.core import sample
 from samplers.mcmc.rdmc import ou_grid, ou_times, rdmc, systematic_resample
-from tests.mcmc_utils import (MU, PREC, SIGMA, check_moments_and_control as check_moments, check_right_mass,
+from tests.mcmc_utils import (MU, PREC, SIGMA, check_moments as plain_check_moments,
+                              check_moments_and_control as check_moments, check_right_mass,
                               gauss_logdensity, gauss_score, iid, mixture, mixture_logdensity, right_mass)
 
 run = jax.jit(sample, static_argnums=(0, 1, 4))
@@ -41,6 +45,31 @@ def test_rdmc_gaussian_moments_and_nfe():
     check_moments(iid(xs[-2]), ALPHA * MU, ALPHA**2 * SIGMA + SIG2 * np.eye(3), "rdmc at t_end")
     check_moments(iid(final.x), MU, SIGMA, "rdmc final draw")
     assert 0.6 < float(final.accept.mean()) < 0.99
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.9, 1.1])
+def test_rdmc_noise_variance_control(factor, monkeypatch):
+    """Control on the sampler itself: the reverse-SDE step's noise with a 10% variance error either way
+    (its g times sqrt(factor)) fails the first test's check at t_end, which the exact step (factor 1)
+    passes. 2N chains: at N the 0.9 control is 3.7-6.9 standard errors off over three seeds, at 2N
+    about 1.4 times that."""
+    mod = importlib.import_module("samplers.mcmc.rdmc")
+    coefficients = mod.sde_dpm_coefficients
+
+    def wrong(*args, **kwargs):
+        a, b, g = coefficients(*args, **kwargs)
+        return a, b, np.sqrt(factor) * g
+
+    monkeypatch.setattr(mod, "sde_dpm_coefficients", wrong)
+    smp = rdmc(STEPS, t_end=T_END, num_particles=PARTICLES, inner_steps=MOVES, smoothness=LIP)
+    _, xs = run(smp, gauss_logdensity, jax.random.normal(jax.random.PRNGKey(6), (2 * N, 3)), jax.random.PRNGKey(7),
+                lambda s: s.x)
+    check = lambda: plain_check_moments(iid(xs[-2]), ALPHA * MU, ALPHA**2 * SIGMA + SIG2 * np.eye(3), "rdmc at t_end")
+    if factor == 1.0:
+        check()
+    else:
+        with pytest.raises(AssertionError, match="covariance"):
+            check()
 
 
 def test_rdmc_score_target_ula():

@@ -28,6 +28,7 @@ from flax import struct
 
 from samplers.core import Sampler, take
 from samplers.mcmc.common import as_model, check_int, check_model_output, check_positive
+from samplers.mcmc.langevin import langevin_proposal
 from samplers.schedules import Schedule
 
 
@@ -90,7 +91,7 @@ def logconcave_chain(schedule: Schedule, sigma: float, num_measurements: int, st
         alpha = take(alpha_tab, i, dt)
         xhat = as_model(model_fn, schedule, predicts, "x0")(alpha * ybar, t)
         z = jax.random.normal(key, y.shape, dt)
-        y_walk = y + h * (xhat - y) / s0**2 + np.sqrt(2 * h) * z
+        y_walk = langevin_proposal(y, (xhat - y) / s0**2, h, z)
         y_new = jnp.where(take(is_walk, i, bool), y_walk, xhat + s0 * z)
         ysum = state.ysum + jnp.where(take(ends_walk, i, bool), y_new, 0.0)
         return ChainState(x=xhat, i=i + 1, nfe=state.nfe + 1, y=y_new, ysum=ysum)
