@@ -1,4 +1,4 @@
-"""Masked discrete diffusion: total variation to the exact target vs model calls, for every sampler.
+"""Discrete diffusion: total variation to the exact target vs model calls, for every sampler.
 
 Target: a random mixture of K = 3 product distributions over L = 6 positions and V = 3 tokens
 (``models.discrete.random_product_mixture``, Dirichlet concentration 0.5), enumerated (729
@@ -8,7 +8,17 @@ so NFE is the mean number of real model calls per sequence (caching and the firs
 skip count per sequence). TV is the total variation between the sample frequencies and the exact
 probabilities; the "exact" row (the target's own sampler) is the Monte Carlo noise floor at this
 sample size. Mean and worst TV over ``--seeds`` seeds (common seeds for every sampler). The
-ordered samplers use the margin and confidence orders (entropy behaves like margin here).
+ordered samplers use the margin and confidence orders (entropy behaves like margin here). "ReMDM PC"
+is the ReMDM predictor-corrector (one remask-and-re-predict step at sigma 0.3 after each predictor step
+below alpha = 1: NFE 2 steps - 1). The uniform-noise rows (analytic posterior step on the linear
+schedule; Euler and tau-leaping on the log-linear one, whose rate is finite at t = 1) and "DFM uniform"
+start from uniform tokens and use the target's exact uniform-noise denoiser
+(``samplers.discrete.uniform.uniform_model_fn``); "DFM mask" uses the masked model.
+
+Posterior table: y = a draw of the target with each token flipped with probability 0.2
+(``posterior.flip_tokens``); TV to the enumerated posterior p(x | y) ~ p(x) p(y | x) for APS (anchored
+posterior sampling, default options, from all-masked) and split Gibbs (``denoise_steps`` 1 and 4 model
+calls per step, from y), written to a second plot.
 
 The last table: the model calls the first-hitting sampler (exact, L calls) saves against the ancestral
 sampler at equal TV: the fewest ancestral steps (and cached calls) whose mean TV is within 10% of
@@ -26,11 +36,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.common import Progress, machine_lines, markdown_table, plot_error_vs_nfe  # noqa: E402
 from models.discrete import random_product_mixture  # noqa: E402
 from samplers.core import sample  # noqa: E402
+from samplers.discrete import dfm, posterior, uniform  # noqa: E402
+from samplers.discrete.aps import aps  # noqa: E402
 from samplers.discrete.block import block_diffusion  # noqa: E402
 from samplers.discrete.first_hitting import first_hitting  # noqa: E402
 from samplers.discrete.masked import all_masked, ancestral  # noqa: E402
@@ -40,8 +53,11 @@ K, L, V = 3, 6, 3
 MASK = V
 
 
+EPS = 0.2  # the posterior problem's flip probability
+
+
 def samplers(steps: list[int]) -> dict:
-    """label -> [(steps, Sampler)] on the fixed grid of step counts."""
+    """label -> [(steps, Sampler)] on the fixed grid of step counts (masked model, from all-masked)."""
     return {
         "ancestral": [(n, ancestral(V, n)) for n in steps],
         "ancestral+cache": [(n, ancestral(V, n, cache=True)) for n in steps],
@@ -51,12 +67,35 @@ def samplers(steps: list[int]) -> dict:
         "ReMDM loop 0.1": [(n, remdm(V, n, strategy="loop", eta=0.1)) for n in steps if n >= 4],
         "block 2x3": [(n, block_diffusion(V, L, 3, n // 2)) for n in steps if n >= 2],
         "first-hitting": [(L, first_hitting(V, L))],
+        "ReMDM PC 1x0.3": [(n, remdm(V, n, eta=0.0, corrector_steps=1, corrector_eta=0.3)) for n in steps if n >= 2],
+        "DFM mask": [(n, dfm.euler(V, n, source="mask")) for n in steps],
     }
 
 
-def run(sampler, model_fn, n: int, key):
-    """n sequences, each sampled on its own; returns (tokens (n, L), real model calls per sequence)."""
-    one = lambda k: sample(sampler, model_fn, all_masked(1, L, MASK), k)
+def uniform_samplers(steps: list[int]) -> dict:
+    """label -> (schedule of the uniform-noise denoiser, [(steps, Sampler)]), from uniform tokens."""
+    return {
+        "uniform analytic": ("linear", [(n, uniform.analytic(V, n)) for n in steps]),
+        "uniform Euler": ("loglinear", [(n, uniform.euler(V, n)) for n in steps]),
+        "uniform tau-leaping": ("loglinear", [(n, uniform.tau_leaping(V, n)) for n in steps]),
+        "DFM uniform": ("linear", [(n, dfm.euler(V, n, source="uniform")) for n in steps]),
+    }
+
+
+def posterior_samplers(steps: list[int], y) -> dict:
+    """label -> (start from all-masked?, [(steps, Sampler)]) for the flip posterior of y."""
+    lik, embedded = posterior.flip_log_likelihood(y, EPS, V), posterior.flip_embedded_log_likelihood(y, EPS, V)
+    return {
+        "APS": (True, [(n, aps(V, n, embedded)) for n in steps]),
+        "split Gibbs d=1": (False, [(n, posterior.split_gibbs(V, n, lik, denoise_steps=1)) for n in steps]),
+        "split Gibbs d=4": (False, [(n, posterior.split_gibbs(V, n, lik, denoise_steps=4)) for n in steps]),
+    }
+
+
+def run(sampler, model_fn, n: int, key, start=lambda k: all_masked(1, L, MASK)):
+    """n sequences, each sampled on its own from ``start(key)`` (1, L); returns (tokens (n, L), real model
+    calls per sequence)."""
+    one = lambda k: sample(sampler, model_fn, start(jax.random.fold_in(k, 1)), k)
     final = jax.jit(jax.vmap(one))(jax.random.split(key, n))
     return np.asarray(final.x[:, 0]), np.asarray(final.nfe)
 
@@ -64,6 +103,24 @@ def run(sampler, model_fn, n: int, key):
 def tv(x, target, p) -> float:
     freq = np.bincount(np.asarray(target.index(x)), minlength=len(p)) / len(x)
     return 0.5 * float(np.abs(freq - p).sum())
+
+
+def sweep(table: dict, target, p, samples: int, keys, prog):
+    """table: label -> (model_fn, start, [(steps, Sampler)]); returns (table rows, curves, results)."""
+    rows, curves, results = [], {}, {}
+    for label, (model_fn, start, entries) in table.items():
+        nfes, tvs = [], []
+        for n, s in entries:
+            out = [run(s, model_fn, samples, k, start) for k in keys]
+            t = [tv(x, target, p) for x, _ in out]
+            nfe = float(np.mean([c.mean() for _, c in out]))
+            rows.append([label, n, nfe, np.mean(t), np.max(t)])
+            nfes.append(nfe)
+            tvs.append(float(np.mean(t)))
+            prog.update(f"{label} {n}: TV {np.mean(t):.4f} at NFE {nfe:.2f}")
+        curves[label] = (nfes, tvs)
+        results[label] = list(zip([n for n, _ in entries], nfes, tvs))
+    return rows, curves, results
 
 
 def main():
@@ -80,25 +137,27 @@ def main():
     model_fn = target.masked_model_fn(MASK)
     _, p = target.enumerate()
     keys = [jax.random.PRNGKey(100 + s) for s in range(args.seeds)]
-    table = samplers(steps)
-    prog = Progress(sum(map(len, table.values())) + 1, "discrete ")
+    noise, masked_start = (lambda k: uniform.uniform_tokens(k, 1, L, V)), (lambda k: all_masked(1, L, MASK))
+    table = {label: (model_fn, masked_start, entries) for label, entries in samplers(steps).items()}
+    table.update({label: (uniform.uniform_model_fn(target, schedule), noise, entries)
+                  for label, (schedule, entries) in uniform_samplers(steps).items()})
+    y = posterior.flip_tokens(jax.random.PRNGKey(7), target.sample(jax.random.PRNGKey(6), 1), EPS, V)
+    xs, _ = target.enumerate()
+    post = p * np.exp(np.asarray(posterior.flip_log_likelihood(y, EPS, V)(jnp.asarray(xs)), np.float64))
+    post /= post.sum()
+    post_table = {label: (model_fn, masked_start if from_mask else (lambda k: y), entries)
+                  for label, (from_mask, entries) in posterior_samplers(steps, y).items()}
+    prog = Progress(sum(len(v[2]) for v in (*table.values(), *post_table.values())) + 1, "discrete ")
     floor = [tv(np.asarray(target.sample(k, args.samples)), target, p) for k in keys]
-    rows = [["exact (noise floor)", "-", 0.0, np.mean(floor), np.max(floor)]]
     prog.update("exact")
-    curves, results = {}, {}
-    for label, entries in table.items():
-        nfes, tvs = [], []
-        for n, s in entries:
-            out = [run(s, model_fn, args.samples, k) for k in keys]
-            t = [tv(x, target, p) for x, _ in out]
-            nfe = float(np.mean([c.mean() for _, c in out]))
-            rows.append([label, n, nfe, np.mean(t), np.max(t)])
-            nfes.append(nfe)
-            tvs.append(float(np.mean(t)))
-            prog.update(f"{label} {n}: TV {np.mean(t):.4f} at NFE {nfe:.2f}")
-        curves[label] = (nfes, tvs)
-        results[label] = list(zip([n for n, _ in entries], nfes, tvs))
-    print("## Masked diffusion: TV to the exact target vs model calls\n")
+    rows, curves, results = sweep(table, target, p, args.samples, keys, prog)
+    rows.insert(0, ["exact (noise floor)", "-", 0.0, np.mean(floor), np.max(floor)])
+    post_rows, post_curves, _ = sweep(post_table, target, post, args.samples, keys, prog)
+    post_floor = [tv(xs[np.asarray(jax.random.choice(k, len(post), (args.samples,), p=jnp.asarray(post)))], target, post)
+                  for k in keys]
+    post_rows.insert(0, ["exact posterior (noise floor)", "-", 0.0, np.mean(post_floor), np.max(post_floor)])
+    post_curves["exact posterior (noise floor)"] = ([1, max(steps)], [np.mean(post_floor)] * 2)
+    print("## Discrete diffusion: TV to the exact target vs model calls\n")
     print(machine_lines())
     print(f"\nTarget: K={K} product mixture, L={L}, V={V} (729 sequences); {args.samples} samples per seed, "
           f"{args.seeds} seeds; NFE = mean real model calls per sequence.\n")
@@ -115,8 +174,15 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     curves["exact (noise floor)"] = ([1, max(steps)], [np.mean(floor)] * 2)
     path = os.path.join(args.out, "discrete.png")
-    plot_error_vs_nfe(curves, path, f"Masked diffusion on a product mixture (L={L}, V={V})",
+    plot_error_vs_nfe(curves, path, f"Discrete diffusion on a product mixture (L={L}, V={V})",
                       dashed=lambda label: label.startswith("exact"), ylabel="TV to the exact distribution")
+    print(f"\nwrote {path}")
+    print(f"\n### Posterior sampling: TV to the enumerated posterior (y = {np.asarray(y)[0].tolist()}, flips "
+          f"with probability {EPS}; the prior is {0.5 * np.abs(p - post).sum():.3f} from it)\n")
+    print(markdown_table(["sampler", "steps", "NFE", "TV mean", "TV worst"], post_rows, digits=4))
+    path = os.path.join(args.out, "discrete_posterior.png")
+    plot_error_vs_nfe(post_curves, path, f"Posterior sampling on a product mixture (L={L}, V={V})",
+                      dashed=lambda label: label.startswith("exact"), ylabel="TV to the exact posterior")
     print(f"\nwrote {path}")
 
 

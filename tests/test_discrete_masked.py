@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from models.discrete import ProductMixture, independent, markov_chain, random_product_mixture
+from models.discrete import ProductMixture, enumerate_sequences, independent, markov_chain, random_product_mixture, sequence_index
 from samplers.core import sample
 from samplers.discrete import categorical as cat
 from samplers.discrete.block import block_diffusion
@@ -15,38 +15,8 @@ from samplers.discrete.first_hitting import first_hitting
 from samplers.discrete.masked import all_masked, ancestral
 from samplers.discrete.remask import remdm
 from samplers.discrete.schedules import MASK_SCHEDULES, get_mask_schedule
-
-L, V, MASK, N = 4, 3, 3, 20000
-MIX = random_product_mixture(0, 3, L, V)
-IND = independent(np.random.default_rng(1).dirichlet(np.ones(V), size=L))
-KEY = jax.random.PRNGKey(0)
-
-
-def run(sampler, target, n=N, key=KEY, trajectory=False):
-    return jax.jit(lambda k: sample(sampler, target.masked_model_fn(MASK), all_masked(n, L, MASK), k, trajectory))(key)
-
-
-def frequencies(x, target):
-    return np.bincount(np.asarray(target.index(x)), minlength=V**L) / x.shape[0]
-
-
-def chi2_pvalue(x, target):
-    """Pearson chi-square p-value of samples x against the enumerated target (cells pooled to E >= 5)."""
-    _, p = target.enumerate()
-    counts = frequencies(x, target) * x.shape[0]
-    expected = p * x.shape[0]
-    order = np.argsort(expected)
-    small = order[np.cumsum(expected[order]) < 5.0]
-    keep = np.setdiff1d(np.arange(len(p)), small)
-    obs = np.append(counts[keep], counts[small].sum())
-    exp = np.append(expected[keep], expected[small].sum())
-    if exp[-1] == 0:
-        obs, exp = obs[:-1], exp[:-1]
-    return stats.chisquare(obs, exp).pvalue
-
-
-def tv(x, target):
-    return 0.5 * np.abs(frequencies(x, target) - target.enumerate()[1]).sum()
+from tests.discrete_utils import IND, KEY, MASK, MIX, L, N, V, chi2_pvalue, tv
+from tests.discrete_utils import run_masked as run
 
 
 def test_product_mixture_is_exact():
@@ -246,6 +216,10 @@ def test_bad_input_is_a_value_error():
         ancestral(V, 4, order="left")
     with pytest.raises(ValueError, match="strategy must be one of"):
         remdm(V, 4, strategy="always")
+    with pytest.raises(ValueError, match="corrector_steps must be"):
+        remdm(V, 4, corrector_steps=-1)
+    with pytest.raises(ValueError, match="corrector_eta must be"):
+        remdm(V, 4, corrector_steps=2, corrector_eta=0.0)
     with pytest.raises(ValueError, match="coef must be"):
         first_hitting(V, L, coef=np.ones(3))
     with pytest.raises(ValueError, match="jax_enable_x64"):
@@ -256,3 +230,32 @@ def test_bad_input_is_a_value_error():
         ancestral(V, 4).init(jnp.asarray([[0, 1, 5, MASK]]))
     with pytest.raises(ValueError, match="positive"):
         ProductMixture(np.ones(2), np.zeros((2, L, V)))
+
+
+def test_remdm_corrector_restores_the_level_marginal():
+    """One predictor step to alpha = 0.5 draws the unmasked tokens independently (a wrong joint); corrector
+    steps at that level (remask, re-predict with q = sigma alpha / (1 - alpha)) bring the state back to the
+    exact masked marginal sum_x p(x) prod_l (alpha [z_l = x_l] + (1 - alpha) [z_l = mask]), enumerated over
+    (V + 1)^L states, and the final samples closer to the target at the same predictor steps. Measured
+    TV to the level marginal 0.082 before, 0.038 after 8 corrector steps (Monte-Carlo floor ~0.035),
+    0.054 for the control; final TV 0.054 vs 0.096 without the corrector (the ancestral sampler at the
+    same 10 model calls: 0.028, the last predictor step's joint error is what the corrector cannot fix)."""
+    xs, p = MIX.enumerate()
+    zs = enumerate_sequences(V + 1, L)
+    level = np.prod(np.where(zs[:, None] == xs[None], 0.5, 0.0) + np.where(zs[:, None] == MASK, 0.5, 0.0), -1) @ p
+
+    def tvs(**options):
+        sampler = remdm(V, 2, eta=0.0, timesteps=np.array([1.0, 0.5, 0.0]), corrector_steps=8, corrector_eta=0.3, **options)
+        final, traj = run(sampler, MIX, trajectory=lambda s: s.x)
+        assert sampler.nfe == 10 and (final.nfe == 10).all()
+        freq = lambda z: np.bincount(np.asarray(sequence_index(z, V + 1)), minlength=len(level)) / N
+        return [0.5 * np.abs(freq(traj[c]) - level).sum() for c in (0, 8)], tv(final.x, MIX)
+
+    (before, after), final = tvs()
+    bound = 0.046
+    assert after < bound < before and after < 0.6 * before, (before, after)
+    plain = tv(run(remdm(V, 2, eta=0.0, timesteps=np.array([1.0, 0.5, 0.0])), MIX).x, MIX)
+    assert final < 0.75 * plain, (final, plain)
+    # control: a 10% wrong re-predict probability (corrector_coef = 1.1) is rejected by the same bound
+    (_, after_bad), _ = tvs(corrector_coef=1.1)
+    assert after_bad > bound, after_bad

@@ -8,7 +8,7 @@ import pytest
 
 from samplers.core import sample
 from samplers.discrete import posterior
-from tests.test_discrete_masked import KEY, MASK, MIX, L, V
+from tests.discrete_utils import KEY, MASK, MIX, L, V, tv
 
 N = 8000
 
@@ -26,7 +26,7 @@ def enumerated(weight=1.0, alpha=1.0):
 
 
 def tv_to(x, q):
-    return 0.5 * np.abs(np.bincount(np.asarray(MIX.index(x)), minlength=V**L) / x.shape[0] - q).sum()
+    return tv(x, MIX, q)
 
 
 def run(num_steps, log_lik=LOG_LIK, **kwargs):

@@ -10,7 +10,7 @@ import pytest
 from samplers.core import sample
 from samplers.discrete import dfm, uniform
 from samplers.discrete.masked import all_masked
-from tests.test_discrete_masked import IND, KEY, MASK, MIX, L, N, V, chi2_pvalue, tv
+from tests.discrete_utils import IND, KEY, MASK, MIX, L, N, V, chi2_pvalue, tv
 
 INIT_KEY, RUN_KEY = jax.random.split(KEY)
 

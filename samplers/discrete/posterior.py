@@ -18,7 +18,8 @@ in ~32 steps on the test problem, while a start at t = 1 (a pure-likelihood firs
 as alpha grew (measured TV to the posterior 0.31 vs 0.06 after 16 steps, tests/test_discrete_posterior.py
 target). ``coef`` (per step, default ones) multiplies the mask probability r; ones reproduce the sampler bit for
 bit. Measurement model for tests and demos: ``flip_tokens`` (each token replaced by a uniformly chosen
-other token with probability eps) and its ``flip_log_likelihood``.
+other token with probability eps) and its ``flip_log_likelihood`` (``flip_embedded_log_likelihood`` on
+one-hot embedded sequences, for APS: samplers/discrete/aps.py).
 """
 from __future__ import annotations
 
@@ -51,10 +52,19 @@ def flip_tokens(key, x, eps: float, vocab_size: int) -> jax.Array:
 
 def flip_log_likelihood(y, eps: float, vocab_size: int) -> Callable:
     """log p(y | x) (B,) of ``flip_tokens``: (L - d) log(1 - eps) + d log(eps / (V - 1)), d = Hamming(x, y)."""
+    embedded = flip_embedded_log_likelihood(y, eps, vocab_size)
+    return lambda x: embedded(jax.nn.one_hot(x, vocab_size))
+
+
+def flip_embedded_log_likelihood(y, eps: float, vocab_size: int) -> Callable:
+    """log p(y | e) (B,) of ``flip_tokens`` on one-hot embedded sequences e (B, L, V): sum_{l,v} e_lv
+    log p(y_l | x_l = v), linear in e (equal to ``flip_log_likelihood`` on one-hot tokens) -- the
+    differentiable likelihood of APS (samplers/discrete/aps.py) with the identity embedding."""
     eps = check_eps(eps)
     y = jnp.asarray(y, jnp.int32)
     keep, flip = np.log1p(-eps), np.log(eps / (vocab_size - 1))
-    return lambda x: jnp.sum(jnp.where(x == y, keep, flip), -1)
+    table = jnp.where(y[..., None] == jnp.arange(vocab_size), keep, flip)  # (B, L, V) log p(y_l | x_l = v)
+    return lambda e: jnp.sum(e * table, (-2, -1))
 
 
 def kernel_log_prob(x, z, alpha, vocab_size: int) -> jax.Array:
