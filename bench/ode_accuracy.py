@@ -18,7 +18,8 @@ Learnt grids (``samplers.ode.learnt_grid``, rows "learnt <base>"): for each NFE 
 PF-ODE solution from ``--train-batch`` other noise draws (seed 1) on the same mixture, saved with
 orbax to ``--out``/grids, loaded back and evaluated on the benchmark noise; rows "learnt <base>
 (other mixture)" use grids searched on a different mixture (seed 1) instead; ":decoupled" also
-searches the times the model is called at (LD3). Rows "gits <base>": the GITS grid
+searches the times the model is called at (LD3), ":orders" the per-step orders (USF-style; flags
+joined by "+"). Rows "gits <base>": the GITS grid
 (``samplers.ode.gits``: dynamic programming over a 100-point log-SNR grid of DDIM step costs along
 ``--gits-batch`` exact trajectories from other noise, seed 1) run with <base>. The last lines give
 the ratio of diffusers' DPM-Solver++ 3M error to the best of ours at each learnt NFE. The issue's
@@ -90,8 +91,10 @@ def main():
     p.add_argument("--float32", action="store_true", help="run our solvers in float32")
     p.add_argument("--learnt-nfes", default="5,10", help="NFEs to search grids for ('' for none)")
     p.add_argument("--learnt-bases",
-                   default="ipndm,dpm_solver_pp_3m,dpm_solver_pp_3m:decoupled,dpm_solver_pp_2m:decoupled",
-                   help="learnt_grid.BASES names, ':decoupled' to also search the model times")
+                   default="ipndm,dpm_solver_pp_3m,dpm_solver_pp_3m:decoupled,dpm_solver_pp_2m:decoupled,"
+                           "dpm_solver_pp_3m_taylor:orders+decoupled",
+                   help="learnt_grid.BASES names, ':decoupled' to also search the model times, ':orders' the "
+                        "per-step orders (flags joined by '+')")
     p.add_argument("--train-batch", type=int, default=1024)
     p.add_argument("--gits-bases", default="ddim,ipndm", help="learnt_grid.BASES names run on GITS grids ('' for none)")
     p.add_argument("--gits-batch", type=int, default=256)
@@ -135,6 +138,7 @@ def main():
     x_start = jnp.asarray(ref.start(a0, s0), dtype)
     for spec in args.learnt_bases.split(",") if learnt_nfes else []:
         base, _, variant = spec.partition(":")
+        flags = set(variant.split("+"))
         for mixture_seed, suffix in ((0, ""), (1, " (other mixture)")):
             tuned = random_mixture(dim=args.dim, num_components=args.components, seed=mixture_seed)
             teacher = Reference(tuned.denoise, np.asarray(jax.random.normal(
@@ -143,7 +147,7 @@ def main():
             for nfe in learnt_nfes:
                 art = learnt_grid.fit_grid(schedule, tuned.model_fn(schedule, "eps"), base, nfe,
                                            teacher.start(a0, s0), teacher(a0, s0, 1.0, 0.0), init_spacing="linspace",
-                                           decouple=variant == "decoupled")
+                                           decouple="decoupled" in flags, search_orders="orders" in flags)
                 path = os.path.abspath(os.path.join(args.out, "grids", f"{base}{variant}_mix{mixture_seed}_nfe{nfe}"))
                 learnt_grid.save_grid(path, art)
                 smp = learnt_grid.learnt_grid_sampler(schedule, learnt_grid.load_grid(path))

@@ -17,6 +17,12 @@ the ``linear_multistep`` recurrence (tables as arguments, so one compile serves 
 result is an artefact -- the grid's times (and model times) and
 the base method -- saved with orbax (``save_grid``/``load_grid``) and turned into a ``Sampler`` of
 the base method on that grid by ``learnt_grid_sampler``.
+
+Per-step orders (``search_orders=True``, DPM-Solver++ multistep bases), a per-step solver search in
+the spirit of USF (Liu et al. 2023, "A Unified Sampling Framework for Solver Searching of Diffusion
+Probabilistic Models"): the order of each step (1 to the base's order, at most i + 1 at step i; the
+first step and the last one to sigma = 0 stay first order) is chosen by coordinate descent on the
+same loss, alternating with the grid search; the artefact then carries "orders".
 """
 from __future__ import annotations
 
@@ -35,7 +41,7 @@ from samplers.ode.common import check_choice, predictor
 from samplers.ode.ddim import ddim, ddim_coefficients
 from samplers.ode.dpm_solver import dpm_solver_pp, multistep_tables
 from samplers.ode.ipndm import ipndm, ipndm_coefficients
-from samplers.ode.multistep import multistep_orders
+from samplers.ode.multistep import linear_multistep, multistep_orders
 from samplers.schedules import Schedule
 
 
@@ -67,6 +73,22 @@ BASES: dict[str, tuple[str, Callable, Callable]] = {
     "dpm_solver_pp_3m_taylor": _dpmpp(3, "taylor"),
     "ipndm": _ipndm(4),
 }
+# bases whose per-step orders can be searched -> (highest order, third_order of ``multistep_tables``)
+ORDERED = {"dpm_solver_pp_2m": (2, "reference"), "dpm_solver_pp_3m": (3, "reference"),
+           "dpm_solver_pp_3m_taylor": (3, "taylor")}
+
+
+def ordered_tables(base: str, grid: TimeGrid, orders) -> tuple[np.ndarray, np.ndarray]:
+    """(A, B) of DPM-Solver++ multistep ``base`` with per-step ``orders``, B padded to 3 columns."""
+    A, B = multistep_tables(grid, "x0", np.asarray(orders, int), "dpmsolver", ORDERED[base][1])
+    return A, np.pad(B, ((0, 0), (0, 3 - B.shape[1])))
+
+
+def order_choices(base: str, nfe: int) -> list[tuple[int, ...]]:
+    """The orders each step may take: step i at most min(highest, i + 1); the first and the last
+    (to sigma = 0) step first order."""
+    top = ORDERED[base][0]
+    return [(1,) if i in (0, nfe - 1) else tuple(range(1, min(top, i + 1) + 1)) for i in range(nfe)]
 
 
 def grid_from_params(schedule: Schedule, u, t_start: float, t_min: float) -> TimeGrid:
@@ -109,7 +131,8 @@ def _traced_run(wrap_model: Callable, model_fn: Callable):
 
 def fit_grid(schedule: Schedule, model_fn: Callable, base: str, nfe: int, x_start, x_teacher, *,
              predicts: str = "eps", t_start: float | None = None, init_spacing: str = "logsnr",
-             decouple: bool = False, max_evals: int = 3000, init_t=None) -> dict:
+             decouple: bool = False, max_evals: int = 3000, init_t=None, search_orders: bool = False,
+             order_sweeps: int = 2) -> dict:
     """Search the grid of ``nfe`` calls (ending at sigma = 0) minimising RMS(base(x_start), x_teacher).
 
     ``x_start`` is noise at ``t_start`` (the schedule's ``t_max`` by default; the other model times
@@ -118,8 +141,14 @@ def fit_grid(schedule: Schedule, model_fn: Callable, base: str, nfe: int, x_star
     "base", "rms_init", "rms"} (the RMS on the start grid ``init_spacing`` and on the found one);
     ``decouple=True`` also searches the times the model is called at (LD3's decoupled model times:
     log-SNR shifts of the grid's points), returned as "t_model". ``init_t`` (the ``nfe`` model times of
-    a grid from ``t_start``, e.g. a GITS grid of ``samplers.ode.gits``) replaces ``init_spacing``."""
+    a grid from ``t_start``, e.g. a GITS grid of ``samplers.ode.gits``) replaces ``init_spacing``.
+    ``search_orders`` (a base of ``ORDERED``) alternates ``order_sweeps`` coordinate-descent sweeps
+    over the per-step orders with the grid search and returns them as "orders" (module docstring)."""
     check_choice("base", base, sorted(BASES))
+    if search_orders:
+        check_choice("base (search_orders=True)", base, sorted(ORDERED))
+        if not isinstance(order_sweeps, int) or order_sweeps < 1:
+            raise ValueError(f"order_sweeps must be an integer >= 1, got {order_sweeps!r}")
     if not isinstance(nfe, int) or nfe < 2:
         raise ValueError(f"nfe must be an integer >= 2 (one inner grid point to move), got {nfe!r}")
     t_start = schedule.t_max if t_start is None else float(t_start)
@@ -136,9 +165,9 @@ def fit_grid(schedule: Schedule, model_fn: Callable, base: str, nfe: int, x_star
             t_model = np.clip(schedule.t_from_lambda(lam), t_min, schedule.t_max)
         return grid, t_model
 
-    def loss(p):
+    def loss(p, orders=None):
         grid, t_model = grids(p)
-        A, B = tables(grid)
+        A, B = tables(grid) if orders is None else ordered_tables(base, grid, orders)
         out = run(jnp.asarray(A, x_start.dtype), jnp.asarray(B, x_start.dtype), jnp.asarray(t_model), x_start)
         err = float(np.sqrt(np.mean((np.asarray(out, np.float64) - x_teacher) ** 2)))
         return err if np.isfinite(err) else 1e6
@@ -151,11 +180,26 @@ def fit_grid(schedule: Schedule, model_fn: Callable, base: str, nfe: int, x_star
             raise ValueError(f"init_t must hold {nfe} model times starting at t_start={t_start}, got {init_t!r}")
     u0 = params_from_grid(schedule, start, t_min)
     u0 = np.concatenate([u0, np.zeros(nfe if decouple else 0)])
-    res = minimize(loss, u0, method="Nelder-Mead",
-                   options={"maxfev": max_evals, "xatol": 1e-4, "fatol": 1e-7, "adaptive": True})
-    best = res.x if res.fun < loss(u0) else u0
+
+    def search(u, orders):
+        res = minimize(loss, u, args=(orders,), method="Nelder-Mead",
+                       options={"maxfev": max_evals, "xatol": 1e-4, "fatol": 1e-7, "adaptive": True})
+        return res.x if res.fun < loss(u, orders) else u
+
+    orders = None
+    if search_orders:
+        orders, best, steps = multistep_orders(nfe, ORDERED[base][0], True, True), u0, np.arange(nfe)
+        for _ in range(order_sweeps):
+            for i, choices in enumerate(order_choices(base, nfe)):
+                trials = {o: loss(best, np.where(steps == i, o, orders)) for o in choices}
+                orders = np.where(steps == i, min(trials, key=trials.get), orders)
+            best = search(best, orders)
+    else:
+        best = search(u0, None)
     grid, t_model = grids(best)
-    out = {"t": np.asarray(grid.t[:-1]), "base": base, "rms_init": loss(u0), "rms": loss(best)}
+    out = {"t": np.asarray(grid.t[:-1]), "base": base, "rms_init": loss(u0), "rms": loss(best, orders)}
+    if search_orders:
+        out["orders"] = np.asarray(orders, np.float64)
     return {**out, "t_model": np.asarray(t_model)} if decouple else out
 
 
@@ -165,10 +209,13 @@ def learnt_grid_sampler(schedule: Schedule, artefact: dict, predicts: str = "eps
     grid = time_grid(schedule, timesteps=np.asarray(artefact["t"], np.float64), final="zero")
     if "t_model" in artefact:  # the model is called at these times, the coefficients are the grid's
         grid = dataclasses.replace(grid, t=np.append(np.asarray(artefact["t_model"], np.float64), grid.t[-1]))
+    if "orders" in artefact:
+        A, B = ordered_tables(artefact["base"], grid, np.rint(artefact["orders"]).astype(int))
+        return linear_multistep(grid, predictor(schedule, predicts, "x0"), A, B)
     return BASES[artefact["base"]][2](schedule, grid, predicts)
 
 
-ARRAYS = ("t", "t_model", "coef")  # coef: the per-step coefficients of an LSD artefact (samplers.ode.lsd)
+ARRAYS = ("t", "t_model", "coef", "orders")  # coef: the per-step coefficients of an LSD artefact (samplers.ode.lsd)
 
 
 def save_grid(path: str, artefact: dict) -> None:
