@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplers.core import Sampler, take_rows
-from samplers.discrete.masked import check_coef, check_ids, check_mask_id, check_times, decode_options
-from samplers.discrete.remask import RemaskState, remask_move, remdm_tables
+from samplers.discrete.masked import check_coef, check_mask_id, check_times, decode_options
+from samplers.discrete.remask import RemaskState, remask_init, remask_move, remdm_tables
 from samplers.discrete.schedules import get_mask_schedule
 
 
@@ -85,13 +85,6 @@ def aps(vocab_size: int, num_steps: int, log_likelihood: Callable, embedding=Non
     decode = decode_options(order, dtype=dtype, vocab_size=vocab_size)
     emb = jnp.asarray(embedding, jnp.float32)
 
-    def init(x, key=None, model_fn=None):
-        del key, model_fn
-        check_ids(x, vocab_size, mask_id)
-        x = jnp.asarray(x, jnp.int32)
-        return RemaskState(x=x, i=jnp.zeros((), jnp.int32), nfe=jnp.zeros((), jnp.int32),
-                           confidence=jnp.ones(x.shape, jnp.float32))
-
     def step(state, key, model_fn):
         t, at, as_, sig, c = take_rows(state.i, jnp.float32, ts[:-1], a_t, a_s, sigma, coef)
         logits = model_fn(state.x, t).astype(jnp.float32)
@@ -100,4 +93,4 @@ def aps(vocab_size: int, num_steps: int, log_likelihood: Callable, embedding=Non
         x, confidence = remask_move(key, state.x, guided, state.confidence, at, as_, sig, c, mask_id, decode, keep=keep)
         return RemaskState(x=x, i=state.i + 1, nfe=state.nfe + 1, confidence=confidence)
 
-    return Sampler(init, step, num_steps, num_steps)
+    return Sampler(remask_init(vocab_size, mask_id), step, num_steps, num_steps)

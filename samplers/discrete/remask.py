@@ -115,6 +115,17 @@ def remask_move(key, x, logits, confidence, alpha_t, alpha_s, sigma, coef, mask_
     return jnp.where(remask, mask_id, new), confidence
 
 
+def remask_init(vocab_size: int, mask_id: int):
+    """``init(x, key, model_fn)`` of a remasking sampler: checked ids, every confidence 1."""
+    def init(x, key=None, model_fn=None):
+        del key, model_fn
+        check_ids(x, vocab_size, mask_id)
+        x = jnp.asarray(x, jnp.int32)
+        return RemaskState(x=x, i=jnp.zeros((), jnp.int32), nfe=jnp.zeros((), jnp.int32),
+                           confidence=jnp.ones(x.shape, jnp.float32))
+    return init
+
+
 def remdm(vocab_size: int, num_steps: int, schedule="linear", strategy: str = "cap", eta: float = 0.02,
           t_on: float = 0.55, t_off: float = 0.05, mask_id: int | None = None, timesteps=None, coef=None,
           temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False, dtype=None, corrector_steps: int = 0,
@@ -141,17 +152,10 @@ def remdm(vocab_size: int, num_steps: int, schedule="linear", strategy: str = "c
     total = len(t)
     decode = decode_options("random", temperature, top_p, greedy, dtype)
 
-    def init(x, key=None, model_fn=None):
-        del key, model_fn
-        check_ids(x, vocab_size, mask_id)
-        x = jnp.asarray(x, jnp.int32)
-        return RemaskState(x=x, i=jnp.zeros((), jnp.int32), nfe=jnp.zeros((), jnp.int32),
-                           confidence=jnp.ones(x.shape, jnp.float32))
-
     def step(state, key, model_fn):
         t_i, at, as_, sig, c = take_rows(state.i, jnp.float32, t, a_t, a_s, sigma, coef)
         logits = model_fn(state.x, t_i).astype(jnp.float32)
         x, confidence = remask_move(key, state.x, logits, state.confidence, at, as_, sig, c, mask_id, decode, strategy)
         return RemaskState(x=x, i=state.i + 1, nfe=state.nfe + 1, confidence=confidence)
 
-    return Sampler(init, step, total, total)
+    return Sampler(remask_init(vocab_size, mask_id), step, total, total)
