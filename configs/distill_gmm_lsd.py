@@ -10,31 +10,15 @@ DDIM's eps step with one learnt coefficient per step (``distill.method="lsd"``) 
 intermediates with a 128-step teacher trajectory at the same times. Only the sampler is learnt
 (``config.model`` is unused); sample / eval build it from the checkpoint (``sampler.name="lsd"``).
 """
-from train.config import defaults
+from configs.common_distill import gmm
 
 
 def get_config():
-    c = defaults()
-    c.mode = "distill"
-    c.data.name = "gmm"
-    c.data.kwargs = dict(dim=2, num_components=4, mixture_seed=0, spread=4.0, scale=0.25)
-    c.schedule.name = "edm"
-    c.predicts = "x0"
-    c.model.name = "mlp"
+    c = gmm("lsd_plus", dict(nfe=4, spacing="logsnr", teacher_substeps=32), "edm", "x0", "lsd", (4,))
     c.model.kwargs = dict(hidden=16, depth=1)  # unused: the learnt parameters are the sampler's
-    c.distill.method = "lsd_plus"
-    c.distill.teacher = "analytic"
-    c.distill.kwargs = dict(nfe=4, spacing="logsnr", teacher_substeps=32)
     c.train.num_steps = 400
-    c.train.batch_size = 256
     c.train.lr = 2e-2
-    c.train.lr_schedule = "cosine"
     c.train.ema_decay = 0.0
     c.train.log_every = 50
     c.train.checkpoint_every = 400
-    c.sampler.name = ("lsd",)
-    c.sampler.nfe = (4,)
-    c.sampler.num_samples = 2000
-    c.eval.num_samples = 4000
-    c.eval.metrics = ("swd", "log_likelihood")
     return c

@@ -5,8 +5,11 @@ analytical first step (AFS) that spends no model call.
 In the scale-free variables y = x / alpha, s = sigma / alpha (y = x, s = t on the EDM schedule)
 an Euler step is y_{i+1} = y_i + (s_{i+1} - s_i) eps(x_i, t_i). AFS replaces the first eps by the
 noise direction of data-free Gaussian data, eps ~ x / sqrt(alpha^2 + sigma^2) (x / sqrt(1 + t^2)
-on EDM; the authors' code, ``d_cur = x_cur / sqrt(1 + t_cur^2)``), which is accurate at the large
-t_max where x is almost pure noise. A grid of n steps therefore costs n - 1 model calls
+on EDM), which is accurate at the large t_max where x is almost pure noise. This is the authors' code
+(github zju-pi/diff-sampler, ``sfd-main/solvers.py``, ``euler_sampler`` with ``afs``:
+``d_cur = x_cur / ((1 + t_cur**2).sqrt())``, ``x_next = x_cur + (t_next - t_cur) * d_cur``): the
+slope d = (x - D(x)) / t, i.e. the noise direction, is x / sqrt(1 + t^2) -- not the data estimate
+x0 (D(x) = x - t x / sqrt(1 + t^2)). A grid of n steps therefore costs n - 1 model calls
 (``registry.build("sfd", schedule, nfe)`` uses nfe + 1 steps).
 """
 from __future__ import annotations

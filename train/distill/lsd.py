@@ -207,7 +207,8 @@ def model_fn(config, network, params, name, nfe):
     from train.distill.teacher import load_teacher
 
     del network, params, name, nfe
-    teacher = load_teacher(config)
+    with jax.ensure_compile_time_eval():  # called inside the sampler's jit: a workdir teacher's restore needs concrete arrays
+        teacher = load_teacher(config)
     fn = teacher.model_fn(teacher.params)
     return as_prediction(fn, teacher.schedule, teacher.predicts, config.predicts)
 
