@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+import numpy as np
+
 from samplers.core import Sampler
 from samplers.grids import TimeGrid, time_grid
 from samplers.ode.ddim import ddim
@@ -46,8 +48,38 @@ def _singlestep(k: int) -> Callable[[int, bool], int]:
     return lambda nfe, final_zero: (nfe - 1) // k + 1 if final_zero else nfe // k
 
 
+# Longest log-SNR step h = lambda_t - lambda_s a singlestep interval of order > 1 may take (``cap_orders``).
+# Argument (no benchmark tuning): DPM-Solver-k's error bound expands the model output in lambda to order k
+# (Lu et al. 2022a, Thm 3.2). For Gaussian data N(mu, v) the eps-prediction along the PF-ODE carries the
+# factor 1 / (1 + v e^(2 lambda)), with complex poles at lambda = (-log v +- i pi) / 2, so its Taylor series in
+# lambda converges only within pi/2 of lambda = -log(v)/2: for a step longer than pi/2 there is a data
+# variance for which the higher-order terms diverge, and a first-order (DDIM) step is then the safe choice.
+H_MAX = float(np.pi / 2)
+
+
+def cap_orders(schedule: Schedule, grid: TimeGrid, orders, h_max: float) -> tuple[TimeGrid, list[int]]:
+    """Lower to order 1 every singlestep interval of order p > 1 whose log-SNR step exceeds ``h_max``,
+    keeping the calls exact: the interval becomes p first-order steps at lambda_s + j h / p (the stage
+    points of DPM-Solver-2/3, Lu et al. 2022a Alg. 1-2), as DPM-Solver-fast lowers its orders. Returns
+    the (refined) grid and per-interval orders for ``dpm_solver(..., orders=...)``."""
+    cols = {k: [np.asarray(getattr(grid, k)[:1])] for k in ("t", "alpha", "sigma", "lam")}
+    out = []
+    for i, p in enumerate(int(p) for p in orders):
+        h = grid.lam[i + 1] - grid.lam[i]
+        if p > 1 and np.isfinite(h) and h > h_max:
+            t = np.asarray(schedule.t_from_lambda(grid.lam[i] + np.arange(1, p) * h / p), np.float64)
+            for k, v in zip(cols, (t, schedule.alpha(t), schedule.sigma(t), schedule.lambda_(t))):
+                cols[k].append(np.asarray(v, np.float64))
+            out += [1] * p
+        else:
+            out.append(p)
+        for k in cols:
+            cols[k].append(np.asarray(getattr(grid, k)[i + 1:i + 2]))
+    return TimeGrid(**{k: np.concatenate(v) for k, v in cols.items()}), out
+
+
 def _dpm_solver_fast_plan(schedule, nfe, spacing, t_start, t_end):
-    grid, orders = dpm_solver_fast_grid(schedule, nfe, 3, spacing, t_start, t_end)
+    grid, orders = cap_orders(schedule, *dpm_solver_fast_grid(schedule, nfe, 3, spacing, t_start, t_end), H_MAX)
     return grid, {"orders": orders}
 
 
@@ -107,6 +139,8 @@ SAMPLERS: dict[str, Entry] = {
     "plms_hb": Entry(_fixed(plms_momentum, method="hb"), _per_call(1), "uniform"),
     "dpm_solver_pp_2m_hb": Entry(dpm_solver_pp_hb, _per_call(1), "logsnr"),
 }
+# singlestep solvers whose intervals ``plan`` caps at H_MAX (``cap_orders``): their order
+SINGLESTEP_ORDER = {"dpm_solver_2": 2, "dpm_solver_3": 3, "dpm_solver_pp_2s": 2}
 for _m in TABLEAUX:
     SAMPLERS[f"rk_{_m}"] = Entry(_fixed(rk, method=_m), _per_call(len(TABLEAUX[_m][1])), "uniform")
 
@@ -158,7 +192,14 @@ def plan(name: str, schedule: Schedule, nfe: int, *, spacing: str | None = None,
     if steps < 1:
         raise ValueError(f"nfe={nfe} is too small for sampler {name!r}")
     spacing = spacing or default_spacing(name, schedule, t_start is not None or t_end is not None)
-    return time_grid(schedule, steps, spacing, final=final, t_start=t_start, t_end=t_end), {}
+    g = time_grid(schedule, steps, spacing, final=final, t_start=t_start, t_end=t_end)
+    if name not in SINGLESTEP_ORDER:
+        return g, {}
+    orders = [SINGLESTEP_ORDER[name]] * steps
+    if g.final_zero:
+        orders[-1] = 1
+    g, orders = cap_orders(schedule, g, orders, H_MAX)
+    return g, {"orders": orders}
 
 
 def grid(name: str, schedule: Schedule, nfe: int, **kwargs) -> TimeGrid:
