@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 from bench.common import machine_lines, markdown_table, plot_error_vs_nfe, time_paired  # noqa: E402
 from models.analytic import GaussianMixture  # noqa: E402
-from models.common import model_fn  # noqa: E402
+from models.common import model_fn, random_params  # noqa: E402
 from models.dit import DiT  # noqa: E402
 from models.metrics import sliced_wasserstein  # noqa: E402
 from samplers import registry  # noqa: E402
@@ -47,7 +47,6 @@ from samplers.addons.minority import self_guided_minority  # noqa: E402
 from samplers.core import sample  # noqa: E402
 from samplers.ode.ddim import ddim  # noqa: E402
 from samplers.schedules import vp_linear  # noqa: E402
-from tests.test_unet import random_params  # noqa: E402
 
 SCH = vp_linear()
 GM = GaussianMixture([0.6, 0.3, 0.1], [[-2.0, 0.0], [2.0, 1.0], [0.5, -2.5]],

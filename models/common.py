@@ -97,6 +97,13 @@ def param_shapes(module: nn.Module, input_shape) -> dict:
     return jax.eval_shape(module.init, jax.random.PRNGKey(0), x, t)["params"]
 
 
+def random_params(module: nn.Module, image_shape, seed: int = 0, scale: float = 0.2) -> dict:
+    """Gaussian params of the module's shapes (no init compile: threefry compiles slowly on CPU)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), jnp.float32),
+                                  param_shapes(module, image_shape))
+
+
 def unflatten_checked(expected: dict, converted: dict, unused: list, where: str) -> dict:
     """Check converted weights against the expected flat ``{path: ShapeDtypeStruct}`` and unflatten.
 

@@ -6,14 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.common import model_fn
+from models.common import model_fn, random_params
 from models.dit import DiT
 from samplers import registry
 from samplers.addons.cache import block_cache, cached_model, calibrate, refresh_schedule
 from samplers.addons.core import with_addons
 from samplers.core import sample
 from samplers.schedules import vp_linear
-from tests.test_unet import random_params
 
 SCH = vp_linear()
 

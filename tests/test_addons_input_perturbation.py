@@ -34,3 +34,14 @@ def test_input_perturbation_loss():
 def test_bad_input_perturbation(gamma):
     with pytest.raises(ValueError):
         Objective(SCH, input_perturbation=gamma)
+
+
+def test_input_perturbation_config_key():
+    """``config.train.loss.input_perturbation`` reaches the built objective; a negative value is a ValueError."""
+    from train.config import build_objective, validate
+
+    cfg = validate({"train": {"loss": {"input_perturbation": 0.1}}})
+    assert build_objective(cfg).input_perturbation == 0.1
+    assert build_objective(validate({})).input_perturbation == 0.0  # control: the default is off
+    with pytest.raises(ValueError, match="input_perturbation"):
+        validate({"train": {"loss": {"input_perturbation": -0.1}}})

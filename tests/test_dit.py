@@ -6,7 +6,7 @@ import pytest
 
 from models.common import init_params, model_fn, param_count, param_shapes
 from models.dit import DiT, patchify, sincos_pos_embed_2d, unpatchify
-from tests.test_unet import random_params
+from models.common import random_params
 
 TINY = dict(patch_size=2, hidden=32, depth=2, num_heads=4, freq_dim=32)
 

@@ -7,17 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.common import init_params, model_fn, param_count, param_shapes
+from models.common import init_params, model_fn, param_count, param_shapes, random_params
 from models.unet import UNet, ddpm_cifar10, ddpmpp_cifar10
 
 TINY = dict(channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), norm_groups=4)
-
-
-def random_params(module, image_shape, seed=0, scale=0.2):
-    """Gaussian params of the module's shapes (no init compile: threefry compiles slowly on CPU)."""
-    rng = np.random.default_rng(seed)
-    return jax.tree_util.tree_map(lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), jnp.float32),
-                                  param_shapes(module, image_shape))
 
 
 def test_shapes_jit_and_time_dependence():

@@ -89,6 +89,7 @@ def defaults() -> ConfigDict:
     c.train.loss.weighting = "none"  # | "edm"
     c.train.loss.precond = "none"  # | "edm"
     c.train.loss.sigma_data = 0.5
+    c.train.loss.input_perturbation = 0.0  # Ning et al. 2023 gamma; 0 = off
 
     c.eval = ConfigDict()
     c.eval.num_samples = 1000

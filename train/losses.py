@@ -175,4 +175,5 @@ def objective_from_config(schedule: Schedule, predicts: str, loss_cfg) -> Object
         weighting=loss_cfg.weighting,
         precond=loss_cfg.precond,
         sigma_data=loss_cfg.sigma_data,
+        input_perturbation=loss_cfg.input_perturbation,
     )
