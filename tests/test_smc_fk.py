@@ -2,8 +2,8 @@
 at the grid's last level t_n (the experts' noisy marginals there, REFERENCES "Closed-form test
 problems"): an annealed Gaussian N^0.5, the CFG target N_c^2 N_u^-1 of two Gaussians, the product of
 two Gaussian-mixture experts (a mixture of the pairs' products) and a reward-tilted mixture. Weighted
-means and second moments within 4 SE over vmapped repeats (for the product, whose Z-hat is heavy-tailed,
-of the runs pooled by Z-hat); Z-hat unbiased in Z (mean within 3 SE) where its SE is small; CONTROL beside each: the same corrector with its particle-dependent
+means and second moments within 4 SE over vmapped repeats; Z-hat unbiased in Z (mean of Z-hat / Z over
+128 repeats within 3 SE of 1, the SE below 0.05); CONTROL beside each: the same corrector with its particle-dependent
 log-weight term dropped (the FK |S|^2 spread term; the tilt's -log G_{i-1}) is rejected by the same
 checks. The FK weights are first order in the step: 200 log-SNR steps keep their bias within the
 Monte Carlo error here."""
@@ -20,14 +20,15 @@ from samplers.core import sample
 from samplers.grids import time_grid
 from samplers.ode.ddim import ddim
 from samplers.sde.ancestral import ddpm
+from samplers.sde.euler_maruyama import euler_maruyama
 from samplers.smc import fk
+from samplers.smc.flow_sde import flow_sde
 from samplers.smc.engine import Potential, smc
 from tests.test_smc_engine import moments_match, run_repeats, z_unbiased
 
 SCHED = schedules.vp_linear()
 GRID = time_grid(SCHED, 200, "logsnr")
 BASE = ddpm(SCHED, GRID, variance="large")
-A_N, S_N = GRID.alpha[-1], GRID.sigma[-1]  # the last level: the targets are products of these marginals
 G1 = GaussianMixture([1.0], [[0.5, -0.3]], [[[0.6, 0.2], [0.2, 0.4]]])
 G2 = GaussianMixture([1.0], [[-0.5, 0.4]], [[[0.9, -0.1], [-0.1, 0.7]]])
 E1 = GaussianMixture([0.4, 0.6], [[-1.0, 0.5], [1.0, -0.5]], [[0.5, 0.8], [0.7, 0.4]])
@@ -35,9 +36,10 @@ E2 = GaussianMixture([0.5, 0.5], [[0.0, 1.0], [1.5, 0.0]], [[1.0, 0.6], [0.8, 1.
 LAM, DIR = 0.8, np.array([1.0, 0.5])
 
 
-def noisy(mix: GaussianMixture) -> GaussianMixture:
-    """The mixture's marginal at the last level: means alpha m, covariances alpha^2 S + sigma^2 I."""
-    return GaussianMixture(mix.weights, A_N * mix.means, A_N**2 * mix.covs + S_N**2 * np.eye(mix.dim))
+def noisy(mix: GaussianMixture, grid=GRID) -> GaussianMixture:
+    """The mixture's marginal at the grid's last level: means alpha m, covariances alpha^2 S + sigma^2 I."""
+    a, s = grid.alpha[-1], grid.sigma[-1]
+    return GaussianMixture(mix.weights, a * mix.means, a**2 * mix.covs + s**2 * np.eye(mix.dim))
 
 
 def gaussian_product(means, covs, powers):
@@ -71,10 +73,10 @@ def tilted(mix: GaussianMixture, lam: float, a):
             float(np.logaddexp.reduce(logw)))
 
 
-def drop_spread(pot: Potential, total_power: float, dim: int = 2) -> Potential:
+def drop_spread(pot: Potential, total_power: float, dim: int = 2, grid=GRID) -> Potential:
     """CONTROL: the corrector's weights without the (g^2/2)(|S|^2 - sum b |s|^2) term (only the
     particle-independent (B - 1) f d term left)."""
-    drift = (total_power - 1.0) * dim * np.log(GRID.alpha[:-1] / GRID.alpha[1:])
+    drift = (total_power - 1.0) * dim * np.log(grid.alpha[:-1] / grid.alpha[1:])
 
     def log_weight(tr, x_old, x_new, mean, extra, model_fn, aux):
         _, new = pot.log_weight(tr, x_old, x_new, mean, extra, model_fn, aux)
@@ -93,9 +95,9 @@ def drop_previous(pot: Potential) -> Potential:
     return pot._replace(log_weight=log_weight)
 
 
-def check(potential, model, target: GaussianMixture, log_z, particles=128, repeats=128, z_se=0.05):
+def check(potential, model, target: GaussianMixture, log_z, particles=128, repeats=128, z_se=0.05, base=BASE):
     """(Z-hat unbiased, moments match) of ``potential`` on the engine; log_z None: moments only."""
-    lz, mean, second = run_repeats(smc(BASE, potential), model, 2, repeats, particles)
+    lz, mean, second = run_repeats(smc(base, potential), model, 2, repeats, particles)
     z_ok = None if log_z is None else z_unbiased(lz, log_z, z_se)
     return z_ok, moments_match(mean, second, target.mean, target.cov)
 
@@ -120,32 +122,48 @@ def test_corrector_matches_the_exact_target(case):
     assert check(control(pot), model.model_fn(SCHED, "eps"), target, log_z) == (False, False)
 
 
-def pooled_match(log_z, mean, second, target: GaussianMixture) -> bool:
-    """The runs pooled by their Z-hat (sum_r Z_r m_r / sum_r Z_r: consistent as the repeats grow at a
-    fixed particle count, unlike the plain average of the runs' self-normalised estimates, whose O(1/N)
-    bias a heavy-tailed Z-hat inflates): every coordinate of the mean and second moment within 4
-    jackknife standard errors of the exact ones."""
-    w = np.exp(log_z - log_z.max())
-    exact_second = (target.cov + np.outer(target.mean, target.mean)).reshape(-1)
-    ok = []
-    for est, exact in ((mean, target.mean), (second.reshape(len(second), -1), exact_second)):
-        full = w @ est / w.sum()
-        leave = np.array([(np.delete(w, r) @ np.delete(est, r, 0)) / np.delete(w, r).sum() for r in range(len(w))])
-        se = np.sqrt((len(w) - 1) * np.mean((leave - leave.mean(0)) ** 2, 0))
-        ok.append(np.all(np.abs(full - exact) < 4.0 * se + 1e-3))
-    return bool(all(ok))
-
-
 def test_product_of_two_mixture_experts():
     """p1 p2 of two 2-component mixtures. B = 2: the proposal's drift g^2 (s1 + s2) contracts the
     particles faster than the product's marginals (variance 1/3 against 1/2 at high noise), so the FK
-    weights favour the same tail particles step after step and Z-hat is heavy-tailed (per-run log Z-hat
-    sd ~0.35 even at 4,096 particles): the moments are checked on the runs pooled by their Z-hat."""
-    target, _ = product([noisy(E1), noisy(E2)], [1.0, 1.0])
+    weights favour the same tail particles step after step: resampling at every step (ess_threshold 1)
+    keeps Z-hat light enough (per-run log Z-hat sd 0.31 at 1,024 particles, 0.48 with the adaptive
+    threshold 0.5). Measured mean Z-hat / Z over 128 repeats, 5 seeds: 1.02-1.06 (SE 0.03; the FK
+    step's first-order bias: 1.15 at 100 steps, 0.98 +- 0.02 at 400)."""
+    target, log_z = product([noisy(E1), noisy(E2)], [1.0, 1.0])
     pot = fk.product_of_experts(BASE, SCHED, GRID, (1.0, 1.0), (E2.model_fn(SCHED, "eps"),))
     model = E1.model_fn(SCHED, "eps")
-    assert pooled_match(*run_repeats(smc(BASE, pot), model, 2, 128, 256), target)
-    assert not pooled_match(*run_repeats(smc(BASE, drop_spread(pot, 2.0)), model, 2, 128, 256), target)
+    for p, ok in ((pot, True), (drop_spread(pot, 2.0), False)):
+        lz, mean, second = run_repeats(smc(BASE, p, ess_threshold=1.0), model, 2, 128, 1024)
+        assert z_unbiased(lz, log_z) is ok
+        assert moments_match(mean, second, target.mean, target.cov) is ok
+
+
+FLOW = schedules.flow()
+FLOW_GRID = time_grid(FLOW, 200, "logsnr", t_start=0.995, t_end=1e-3)  # alpha > 0, finite log-SNR
+PROPOSALS = {
+    # name: (schedule, grid, the Gaussian-transition base sampler, the model's output type)
+    "euler_maruyama": (SCHED, GRID, euler_maruyama(SCHED, GRID), "eps"),
+    "flow_sde g=1": (FLOW, FLOW_GRID, flow_sde(FLOW, FLOW_GRID, 1.0), "velocity"),
+    "flow_sde g=2t^2": (FLOW, FLOW_GRID, flow_sde(FLOW, FLOW_GRID, lambda t: 2.0 * t**2), "velocity"),
+}
+
+
+@pytest.mark.parametrize("proposal", list(PROPOSALS))
+def test_corrector_on_other_proposals(proposal):
+    """The FK increments do not depend on the proposal's diffusion coefficient gamma: with the drift
+    -f x + ((g^2 + gamma^2) / 2) S the Laplacian terms of the FK equation cancel for every gamma and
+    the weight is (B - 1) f d + (g^2 / 2)(|S|^2 - sum_k b_k |s_k|^2), g the forward SDE's (fk.py). So
+    annealing p^0.5 is exact with Euler-Maruyama on the VP schedule and with the flow SDE of two
+    different diffusion coefficients on the flow schedule; CONTROL: the spread term dropped. Measured
+    mean Z-hat / Z (128 x 128, 200 steps): Euler-Maruyama 0.96 +- 0.02, flow g = 1 0.91 +- 0.05,
+    g = 2t^2 0.95 +- 0.04 (800 steps: 1.04, 0.94, 0.97; the steps' first-order bias is within the SE).
+    The flow grid is log-SNR spaced: uniform in t, its long log-SNR steps at both ends gave 0.74."""
+    schedule, grid, base, predicts = PROPOSALS[proposal]
+    target, log_z = product([noisy(G1, grid)], [0.5])
+    pot = fk.anneal(base, schedule, grid, 0.5)
+    model = G1.model_fn(schedule, predicts)
+    assert check(pot, model, target, log_z, base=base) == (True, True)
+    assert check(drop_spread(pot, 0.5, grid=grid), model, target, log_z, base=base) == (False, False)
 
 
 def test_terminal_tilt_and_centring_clipping():
