@@ -4,20 +4,25 @@
 problem, the metrics and the search methods (best-of-N, SVDD, beam search, tree sampling,
 rollover budget forcing) are bench/smc_scaling.py's (1) (``search_rows``: prior 0.9 N(-1, 0.25)
 + 0.1 N(2, 0.25), reward r = x, target p exp(2 r), DDPM "large" with 10 steps, one returned sample
-per problem); added here: the twisted diffusion sampler (``samplers.smc.tds``, lam r as the
-log-likelihood, N particles per problem on the engine, the returned sample drawn by the final
-weights; model calls per sample = N x the run's model calls per particle).
+per problem); added here, on the SMC engine with N particles per problem (the returned sample drawn
+by the final weights; model calls per sample = N x the run's model calls per particle): the twisted
+diffusion sampler (``samplers.smc.tds``, lam r as the log-likelihood) and the Feynman-Kac reward
+tilt (``fk.tilt``: FK steering's difference potential on x0_hat, no extra model call).
 
 (b) Product of two 2-D Gaussian-mixture experts p1 p2 / Z (closed form: a 4-component mixture and
 its log Z), against blackjax's adaptive tempered SMC (MALA moves, ``--mcmc-steps`` per temperature,
-target ESS 0.5, systematic resampling) from N(0, I) at a fixed particle count. Ours: the engine
-with the TDS potential on a DDPM of expert 1 (20 steps, "large"), the likelihood p2 (its exact
-log-density, differentiated); Feynman-Kac product-of-experts correctors (fk.py) where the module
-exists. Cost = gradient evaluations per run (blackjax: one grad of log p1 p2 per MALA step and
-particle, counted from its tempering steps; ours: one score evaluation of the models per model
-call and particle); ours gets a particle count with no more gradient evaluations than blackjax's
-mean. Metrics over ``--repeats`` independent runs: log-Z RMSE against the exact log Z, and the
-sliced W2 of the (weight-resampled) particles to exact product samples (mean and worst run).
+target ESS 0.5, systematic resampling) from N(0, I) at a fixed particle count. Ours, on a DDPM of
+expert 1 ("large"): the Feynman-Kac product-of-experts corrector (``fk.product_of_experts``, expert
+2's eps model, resampling at every step) on 50, 100 and 200 log-SNR steps (all reported), and the
+engine with the TDS potential (20 steps, the likelihood p2's exact log-density, differentiated).
+Cost = gradient evaluations per run (blackjax: one grad of log p1 p2 per MALA step and particle,
+counted from its tempering steps; FK: one score of each expert, i.e. one grad of log p1 p2, per step
+and particle; TDS: its model calls per particle); each of ours gets the particle count with no more
+gradient evaluations than blackjax's mean. Blackjax's MALA also evaluates log p1 p2 itself (an exact
+density our score-only FK corrector does not use). Metrics over ``--repeats`` independent runs: log-Z
+RMSE against the exact log Z (FK targets the experts' product at the grid's last level, sigma = 0.01,
+whose log Z differs by < 1e-3), and the sliced W2 of the (weight-resampled) particles to exact
+product samples (mean and worst run).
 
 (c) Cost at 1,024 and 16,384 particles with an MLP model (``models.mlp.MLP``, hidden 256, depth
 3, d = 16, random weights): wall time of a jitted run of the SMC sampler divided by the base
@@ -40,7 +45,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.common import machine_lines, markdown_table, time_paired  # noqa: E402
-from bench.smc_scaling import LAM, PRIOR, REWARD, search_rows, tilted  # noqa: E402
+from bench.smc_scaling import LAM, PRIOR, REWARD, search_axes, search_rows, tilted  # noqa: E402
 from models.analytic import GaussianMixture  # noqa: E402
 from models.metrics import sliced_wasserstein  # noqa: E402
 from models.mlp import MLP, init_mlp, mlp_model_fn  # noqa: E402
@@ -48,7 +53,7 @@ from samplers import schedules  # noqa: E402
 from samplers.core import sample  # noqa: E402
 from samplers.grids import time_grid  # noqa: E402
 from samplers.sde.ancestral import ddpm  # noqa: E402
-from samplers.smc import engine, resampling, tds  # noqa: E402
+from samplers.smc import engine, fk, resampling, tds  # noqa: E402
 
 # (b) the experts and their exact product
 E1 = GaussianMixture([0.5, 0.5], [[-1.5, 0.0], [1.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]])
@@ -79,12 +84,15 @@ def draw_by_weight(key, st):
 
 # -- (a) ----------------------------------------------------------------------------------------------
 
-def tds_rows(problems: int, seeds: int, particles=(2, 4, 8, 16, 32)):
+def engine_rows(name: str, potential, problems: int, seeds: int, particles=(2, 4, 8, 16, 32)):
+    """Rows of one of our SMC methods on the engine (``potential(base, schedule)``, lam r as the
+    log-tilt): N particles per problem, the returned sample drawn by the final weights, model calls
+    per sample = N x the run's model calls per particle."""
     vp = schedules.vp_linear()
     base = ddpm(vp, time_grid(vp, 10, "uniform"), variance="large")
     model = PRIOR.model_fn(vp, "eps")
     exact = tilted(PRIOR, LAM).sample(jax.random.PRNGKey(123), 8192)
-    s = engine.smc(base, tds.tds(base, vp, lambda x: LAM * REWARD(x)))
+    s = engine.smc(base, potential(base, vp))
 
     def one(x, k):
         k1, k2 = jax.random.split(k)
@@ -103,10 +111,15 @@ def tds_rows(problems: int, seeds: int, particles=(2, 4, 8, 16, 32)):
                         float(sliced_wasserstein(jnp.asarray(xs, jnp.float32), exact, jax.random.PRNGKey(7), 1))))
             calls.append(float(n * np.mean(nfe)))
         res, c = np.array(res), float(np.mean(calls))
-        rows.append(["TDS (twisted SMC)", f"N = {n}", c, res[:, 0].mean(), res[:, 1].min(), res[:, 2].mean(),
-                     res[:, 2].max()])
+        rows.append([name, f"N = {n}", c, res[:, 0].mean(), res[:, 1].min(), res[:, 2].mean(), res[:, 2].max()])
         curve.append((c, res[:, 0].mean(), res[:, 2].mean()))
     return rows, curve
+
+
+ENGINE_METHODS = {  # (a)'s SMC rows: name -> potential(base, schedule) for the target p exp(lam r)
+    "TDS (twisted SMC)": lambda base, vp: tds.tds(base, vp, lambda x: LAM * REWARD(x)),
+    "FK steering (fk.tilt)": lambda base, vp: fk.tilt(base, vp, lambda x: LAM * REWARD(x)),
+}
 
 
 def plot_search(curves, target_mean, path):
@@ -116,14 +129,7 @@ def plot_search(curves, target_mean, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.5))
-    for name, pts in curves.items():
-        c, r, w = np.array(pts).T
-        lw = 2.2 if name.startswith("TDS") else 1.0
-        ax[0].semilogx(c, r, marker="o", ms=3, lw=lw, label=name)
-        ax[1].loglog(c, w, marker="o", ms=3, lw=lw, label=name)
-    ax[0].axhline(target_mean, color="k", ls=":", label="tilted target's mean")
-    ax[0].set(xlabel="model calls per sample", ylabel="mean reward", title="reward-tilted mixture")
-    ax[1].set(xlabel="model calls per sample", ylabel="W2 to the exact tilted target", title="distance to p exp(2 r)")
+    search_axes(ax, curves, target_mean, bold=set(ENGINE_METHODS))
     for a in ax:
         a.grid(True, which="both", alpha=0.3)
         a.legend(fontsize=7)
@@ -164,32 +170,49 @@ def blackjax_run(n: int, mcmc_steps: int, step_size: float):
     return jax.jit(jax.vmap(one))
 
 
-def ours_run(n: int, steps: int = 20):
+FK_STEPS = (50, 100, 200)  # the FK corrector's grids, all reported (none chosen by its error)
+
+
+def ours_run(n: int, method: str, steps: int):
+    """jit(vmap over keys) of one of our SMC runs to p1 p2 from N(0, I) on a DDPM of expert 1 ("large"):
+    ``method`` "tds" (20 uniform steps, the likelihood p2's exact log-density differentiated) or "fk"
+    (``fk.product_of_experts`` with expert 2's eps model, log-SNR grid, resampling at every step)
+    -> (particles resampled by the final weights, log Z-hat, gradient evaluations); and the
+    gradient evaluations per particle and run (tds: its model calls, the twist's backward pass
+    included; fk: one evaluation of both experts' scores, i.e. of grad log p1 p2, per step)."""
     vp = schedules.vp_linear()
-    base = ddpm(vp, time_grid(vp, steps, "uniform"), variance="large")
-    s = engine.smc(base, tds.tds(base, vp, E2.log_prob))
+    if method == "tds":
+        base = ddpm(vp, time_grid(vp, steps, "uniform"), variance="large")
+        s = engine.smc(base, tds.tds(base, vp, E2.log_prob))
+        per_particle = s.nfe
+    else:
+        grid = time_grid(vp, steps, "logsnr")
+        base = ddpm(vp, grid, variance="large")
+        s = engine.smc(base, fk.product_of_experts(base, vp, grid, (1.0, 1.0), (E2.model_fn(vp, "eps"),)),
+                       ess_threshold=1.0)
+        per_particle = steps
     model = E1.model_fn(vp, "eps")
 
     def one(key):
         k0, k1, k2 = jax.random.split(key, 3)
         st = sample(s, model, jax.random.normal(k0, (n, 2)), k1)
-        return st.x[resampling.systematic(k2, jax.nn.softmax(st.log_w), n)], st.log_z, st.nfe * n
+        return st.x[resampling.systematic(k2, jax.nn.softmax(st.log_w), n)], st.log_z, per_particle * n
 
-    return jax.jit(jax.vmap(one)), s.nfe
+    return jax.jit(jax.vmap(one)), per_particle
 
 
 def blackjax_rows(repeats: int, particles: int, mcmc_steps: int, step_size: float = 0.5):
     target, log_z = product(E1, E2)
     exact = target.sample(jax.random.PRNGKey(99), 8192)
     keys = jax.random.split(jax.random.PRNGKey(5), repeats)
-    bj_x, bj_lz, bj_grads = blackjax_run(particles, mcmc_steps, step_size)(keys)
-    grads = float(np.mean(bj_grads))
-    per_particle = ours_run(1)[1]  # our model calls per particle and run
-    n_ours = max(int(grads // per_particle), 1)
-    o_x, o_lz, o_grads = ours_run(n_ours)[0](keys)
+    runs = [("blackjax adaptive tempered SMC (MALA)", particles, *blackjax_run(particles, mcmc_steps, step_size)(keys))]
+    grads = float(np.mean(runs[0][4]))
+    for name, method, steps in ([("ours: engine + TDS (20-step DDPM of p1, likelihood p2)", "tds", 20)] +
+                                [(f"ours: FK product of experts ({k} DDPM steps)", "fk", k) for k in FK_STEPS]):
+        n = max(int(grads // ours_run(1, method, steps)[1]), 1)
+        runs.append((name, n, *ours_run(n, method, steps)[0](keys)))
     rows, pts = [], {}
-    for name, xs, lz, g, n in (("blackjax adaptive tempered SMC (MALA)", bj_x, bj_lz, bj_grads, particles),
-                               ("ours: engine + TDS (DDPM of p1, likelihood p2)", o_x, o_lz, o_grads, n_ours)):
+    for name, n, xs, lz, g in runs:
         lz = np.asarray(lz, np.float64)
         sw = np.array([float(sliced_wasserstein(x, exact, jax.random.PRNGKey(3), 128)) for x in xs])
         rmse = float(np.sqrt(np.mean((lz - log_z) ** 2)))
@@ -204,13 +227,17 @@ def plot_blackjax(pts, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    fig, ax = plt.subplots(1, 2, figsize=(12, 3.8), sharey=True)
     names = list(pts)
     for i, (label, title) in enumerate((("log-Z RMSE", "log-Z error"), ("sliced W2 to the exact product", "distance"))):
-        ax[i].bar(range(len(names)), [pts[n][1 + i] for n in names], color=["tab:gray", "tab:blue"])
-        ax[i].set_xticks(range(len(names)), [n.split(":")[0].split(" (")[0] for n in names], fontsize=8)
-        ax[i].set(ylabel=label, title=f"product of experts: {title} at equal gradient evaluations")
-        ax[i].grid(True, axis="y", alpha=0.3)
+        ax[i].barh(range(len(names)), [pts[n][1 + i] for n in names],
+                   color=["tab:gray"] + ["tab:blue"] * (len(names) - 1))
+        ax[i].set_yticks(range(len(names)), [n.replace("ours: ", "") for n in names], fontsize=7)
+        ax[i].set_xscale("log")
+        ax[i].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax[i].set(xlabel=label, title=title)
+        ax[i].grid(True, axis="x", which="both", alpha=0.3)
+    fig.suptitle("product of two mixture experts, equal gradient evaluations per run")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -273,12 +300,13 @@ def main():
     print("## SMC: closed-form targets, blackjax, cost\n")
     print(machine_lines())
     rows, curves, target_mean = search_rows(problems, seeds)
-    trows, tcurve = tds_rows(problems, seeds)
-    curves["TDS (twisted SMC)"] = tcurve
+    for name, potential in ENGINE_METHODS.items():
+        erows, curves[name] = engine_rows(name, potential, problems, seeds)
+        rows += erows
     print(f"\n### (a) Reward-tilted mixture: {problems} problems x {seeds} seeds; tilted target p exp({LAM} x), "
           f"its mean reward {target_mean:.3f}\n")
     print(markdown_table(["method", "knob", "model calls / sample", "mean reward", "worst reward",
-                          "W2 to tilted (mean)", "W2 (worst seed)"], rows + trows))
+                          "W2 to tilted (mean)", "W2 (worst seed)"], rows))
     plot_search(curves, target_mean, f"{args.out}_search.png")
 
     brows, pts, log_z = blackjax_rows(repeats, particles_bj, mcmc_steps)

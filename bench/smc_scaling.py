@@ -191,6 +191,19 @@ def inverse_rows(seeds: int):
     return sweep, zeta, rows, curves
 
 
+def search_axes(ax, curves, target_mean, bold=()):
+    """Mean reward (ax[0]) and W2 to the tilted target (ax[1]) vs model calls per sample, one line per
+    method of ``curves`` (name -> [(calls, reward, W2)]), the names in ``bold`` drawn thicker."""
+    for name, pts in curves.items():
+        c, r, w = np.array(pts).T
+        lw = 2.2 if name in bold else 1.0
+        ax[0].semilogx(c, r, marker="o", ms=3, lw=lw, label=name)
+        ax[1].loglog(c, w, marker="o", ms=3, lw=lw, label=name)
+    ax[0].axhline(target_mean, color="k", ls=":", label="tilted target's mean")
+    ax[0].set(xlabel="model calls per sample", ylabel="mean reward", title="reward-tilted mixture")
+    ax[1].set(xlabel="model calls per sample", ylabel="W2 to the exact tilted target", title="distance to p exp(2 r)")
+
+
 def plot(search_curves, inv_curves, target_mean, path):
     import matplotlib
 
@@ -198,13 +211,7 @@ def plot(search_curves, inv_curves, target_mean, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 3, figsize=(16, 4.8))
-    for name, pts in search_curves.items():
-        c, r, w = np.array(pts).T
-        ax[0].semilogx(c, r, marker="o", ms=3, label=name)
-        ax[1].loglog(c, w, marker="o", ms=3, label=name)
-    ax[0].axhline(target_mean, color="k", ls=":", label="tilted target's mean")
-    ax[0].set(xlabel="model calls per sample", ylabel="mean reward", title="reward-tilted mixture")
-    ax[1].set(xlabel="model calls per sample", ylabel="W2 to the exact tilted target", title="distance to p exp(2 r)")
+    search_axes(ax, search_curves, target_mean)
     for name, pts in inv_curves.items():
         n, w = np.array(pts).T
         ax[2].loglog(n, w, marker="o", ms=3, ls=":" if name.startswith("exact") else "-", label=name)
