@@ -108,9 +108,10 @@ class DiT(nn.Module):
 
     @nn.compact
     def __call__(self, x, t, train: bool = False, cache=None, refresh=None):
-        """The output; with a ``cache`` (depth, B, tokens, hidden) of block outputs and a boolean ``refresh``
-        (depth,), block i is evaluated only where refresh[i] (else its cached output is reused, block
-        caching) and the call returns (output, new cache, number of blocks evaluated)."""
+        """The output; with a boolean ``refresh`` (depth,) the call returns (output, block outputs, number
+        of blocks evaluated) and, given the ``cache`` (a tuple of the depth block outputs (B, tokens, hidden)
+        of an earlier call), evaluates block i only where refresh[i] and reuses its cached output elsewhere
+        (block caching, ``samplers.addons.cache``); without a cache every block is evaluated."""
         del train  # no dropout in DiT
         if x.ndim != 4:
             raise ValueError(f"x must have shape (batch, height, width, channels), got {x.shape}")
@@ -132,16 +133,16 @@ class DiT(nn.Module):
         outputs, evals = [], jnp.zeros((), jnp.int32)
         for i in range(self.depth):
             block = DiTBlock(self.hidden, self.num_heads, self.mlp_ratio, name=f"block_{i}")
-            if cache is None:
-                h = block(h, c)
+            if refresh is None or cache is None:
+                h, n = block(h, c), 1
             else:
                 h, n = nn.cond(refresh[i], lambda m, h, c, old: (m(h, c), 1), lambda m, h, c, old: (old, 0),
                                block, h, c, cache[i])
-                outputs.append(h)
-                evals = evals + n
+            outputs.append(h)
+            evals = evals + n
 
         shift, scale = jnp.split(_zero_dense(2 * self.hidden, "final_adaLN")(nn.silu(c)), 2, axis=-1)
         h = _modulate(_layer_norm("final_norm")(h), shift, scale)
         h = _zero_dense(p * p * out_channels, "final_linear")(h)
         out = unpatchify(h, p, height, width)
-        return out if cache is None else (out, jnp.stack(outputs), evals)
+        return out if refresh is None else (out, tuple(outputs), evals)

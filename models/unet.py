@@ -150,7 +150,13 @@ class UNet(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, x, t, train: bool = False):
+    def __call__(self, x, t, train: bool = False, cache=None, refresh=None):
+        """The output; with a boolean ``refresh`` (blocks,) the call returns (output, block outputs, number
+        of blocks evaluated) and, given the ``cache`` (the tuple of block outputs of an earlier call),
+        evaluates block i only where refresh[i] and reuses its cached output elsewhere (block caching,
+        ``samplers.addons.cache``). The blocks, in evaluation order: every residual, attention and
+        resampling block of the down path, the middle res - attn - res, the same of the up path
+        (``conv_in`` and the output head always run)."""
         if x.ndim != 4:
             raise ValueError(f"x must have shape (batch, height, width, channels), got {x.shape}")
         levels = len(self.channel_mult)
@@ -174,42 +180,59 @@ class UNet(nn.Module):
         attn = lambda name: AttnBlock(self.attn_head_dim, self.norm_groups, self.norm_eps, self.init_scale,
                                       self.skip_rescale, name=name)
 
+        outputs, evals = [], []
+
+        def block(module, h, call=lambda m, h: m(h)):
+            """module's output at h through call(m, h) (cached: reused where refresh is False)."""
+            if refresh is None:
+                return call(module, h)
+            if cache is None:
+                h, n = call(module, h), 1
+            else:
+                h, n = nn.cond(refresh[len(outputs)], lambda m, h, old: (call(m, h), 1),
+                               lambda m, h, old: (old, 0), module, h, cache[len(outputs)])
+            outputs.append(h)
+            evals.append(n)
+            return h
+
+        with_temb = lambda m, h: m(h, temb, train)
         h = _conv(self.channels, name="conv_in")(x)
         hs = [h]
         for i, m in enumerate(self.channel_mult):
             for j in range(self.num_res_blocks):
-                h = res(self.channels * m, f"down_{i}_res_{j}")(h, temb, train)
+                h = block(res(self.channels * m, f"down_{i}_res_{j}"), h, with_temb)
                 if height >> i in self.attn_resolutions:
-                    h = attn(f"down_{i}_attn_{j}")(h)
+                    h = block(attn(f"down_{i}_attn_{j}"), h)
                 hs.append(h)
             if i != levels - 1:
                 if self.resblock == "biggan":
-                    h = res(h.shape[-1], f"down_{i}_downsample", "down")(h, temb, train)
+                    h = block(res(h.shape[-1], f"down_{i}_downsample", "down"), h, with_temb)
                 else:
                     pad = ((0, 1), (0, 1)) if self.downsample_padding == 0 else ((1, 1), (1, 1))
-                    h = _conv(h.shape[-1], strides=(2, 2), padding=pad, name=f"down_{i}_downsample")(h)
+                    h = block(_conv(h.shape[-1], strides=(2, 2), padding=pad, name=f"down_{i}_downsample"), h)
                 hs.append(h)
 
-        h = res(h.shape[-1], "mid_res_0")(h, temb, train)
+        h = block(res(h.shape[-1], "mid_res_0"), h, with_temb)
         if self.mid_attention:
-            h = attn("mid_attn")(h)
-        h = res(h.shape[-1], "mid_res_1")(h, temb, train)
+            h = block(attn("mid_attn"), h)
+        h = block(res(h.shape[-1], "mid_res_1"), h, with_temb)
 
         for i in reversed(range(levels)):
             for j in range(self.num_res_blocks + 1):
-                h = res(self.channels * self.channel_mult[i], f"up_{i}_res_{j}")(
-                    jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
+                h = block(res(self.channels * self.channel_mult[i], f"up_{i}_res_{j}"),
+                          jnp.concatenate([h, hs.pop()], axis=-1), with_temb)
                 if height >> i in self.attn_resolutions:
-                    h = attn(f"up_{i}_attn_{j}")(h)
+                    h = block(attn(f"up_{i}_attn_{j}"), h)
             if i != 0:
                 if self.resblock == "biggan":
-                    h = res(h.shape[-1], f"up_{i}_upsample", "up")(h, temb, train)
+                    h = block(res(h.shape[-1], f"up_{i}_upsample", "up"), h, with_temb)
                 else:
-                    h = _conv(h.shape[-1], name=f"up_{i}_upsample")(_upsample_nearest(h))
+                    h = block(_conv(h.shape[-1], name=f"up_{i}_upsample"), h, lambda m, h: m(_upsample_nearest(h)))
 
         h = nn.GroupNorm(self.norm_groups, epsilon=self.norm_eps, use_fast_variance=False, name="norm_out")(h)
         h = nn.silu(h)
-        return _conv(self.out_channels or x.shape[-1], self.init_scale, name="conv_out")(h)
+        out = _conv(self.out_channels or x.shape[-1], self.init_scale, name="conv_out")(h)
+        return out if refresh is None else (out, tuple(outputs), sum(evals, jnp.zeros((), jnp.int32)))
 
 
 def ddpm_cifar10(**overrides) -> UNet:

@@ -1,4 +1,13 @@
-"""Self-guided minority sampling (Um & Ye 2024, "Self-Guided Generation of Minority Samples Using
+"""Minority guidance: classifier-based (Um et al. 2024) and self-guided (Um & Ye 2024).
+
+Minority guidance (Um, Lee & Ye 2024, "Don't Play Favorites: Minority Guidance for Diffusion Models",
+Sec. 3.2, Eq. 9): the minority score (the Tweedie reconstruction loss of x0 after noising) is quantised
+into L levels, a classifier p(l | x_t) of the level is trained, and sampling follows
+score + w grad_x log p(l = target | x_t) towards the rare levels; here the classifier is given as
+``log_classifier(x, t) -> (B, L)`` logits (on a Gaussian mixture the exact component posterior, the
+components ordered from common to rare, is such a classifier).
+
+Self-guided minority sampling (Um & Ye 2024, "Self-Guided Generation of Minority Samples Using
 Diffusion Models", Eq. 6-8): the minority score of x_t is how badly the model reconstructs its own
 clean estimate after re-noising it to a fixed time s,
 
@@ -12,9 +21,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from samplers.addons.core import Addon, identity
-from samplers.addons.guidance import check_number, shift_eps
+from samplers.addons.guidance import check_number, classifier_guidance, shift_eps
 from samplers.param import check_prediction, convert
 from samplers.schedules import Schedule
 
@@ -49,3 +59,13 @@ def self_guided_minority(schedule: Schedule, predicts: str = "eps", strength: fl
         return guided
 
     return Addon(init=lambda x, key: (), wrap=wrap, calls_per_call=2, differentiates=True)
+
+
+def minority_guidance(log_classifier, scale: float, schedule: Schedule, target: int = -1,
+                      predicts: str = "eps") -> Addon:
+    """Classifier guidance of weight ``scale`` towards minority-score level ``target`` (default the last,
+    rarest) of ``log_classifier(x, t) -> (B, L)``; 0 is the base solver, < 0 pushes towards the majority."""
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+        raise ValueError(f"target must be an integer level index, got {target!r}")
+    level = lambda x, t: jax.nn.log_softmax(log_classifier(x, t), axis=-1)[:, int(target)]
+    return classifier_guidance(level, scale, schedule, predicts)
