@@ -31,6 +31,13 @@ guesses by one of three rules (``update``):
   ``<dx, df> / <dx, dx>`` clipped to [0, ``SLOPE_MAX``], 1 for a point new to the window. The
   slope changes the speed only, never the fixed point; it pays off where the step pulls ``x``
   hard towards the model's mean (DDPM: 100 steps in 11-12 rounds with ``"tangent"``, 21-22 plain).
+  ``"jacobian"`` is the full per-sample Newton step (DEER: Lim et al. 2024): ``J_j`` the (d, d)
+  Jacobian of ``x -> step(S_j(x)).x`` from d JVPs in the same round (no extra round; d + 1 times
+  a round's model work, p B d^2 floats), the affine recurrence solved in residual form by an
+  associative scan of matrix products. Float32 products of Jacobians taken at wrong points
+  overflow (a 64-d mixture gave NaN), so a sample takes its Newton update only where it is
+  finite and at most ``NEWTON_TRUST`` times the tangent update's correction, else the tangent
+  one. Multistep histories stay Jacobi (their dependence on x is not differentiated).
 * ``"states"`` (Jacobi over whole states with replayed model outputs): ``S_{j+1} = step(S_j)``
   rebuilt from ``S_s`` by a scan of ``p`` steps with the model replaced by the recorded ``m_j``
   -- cheap, no model call; only the model outputs come from the previous round's states. Works
@@ -85,8 +92,9 @@ from samplers.parallel import control
 from samplers.parallel.mesh import check_mesh, replicate, window_map
 
 UPDATES = ("increments", "states", "jacobi")
-SLOPES = ("one", "secant", "tangent")
+SLOPES = ("one", "secant", "tangent", "jacobian")
 SLOPE_MAX = 2.0  # slopes are clipped to [0, SLOPE_MAX]: a step may expand x, never flip it
+NEWTON_TRUST = 4.0  # slope="jacobian": a sample's Newton update is taken if at most this x the tangent one
 # tol=None: every sample within 1e-3 relative error of the sequential run on the test mixtures (module doc)
 DEFAULT_TOL = {"ode": 0.3, "sde": 0.1}
 
@@ -137,8 +145,8 @@ def time_parallel(sampler: Sampler, window: int, tol: float | None = None, scale
     a Gaussian ``transition`` (DDPM, ancestral, multistep SDE solvers), else ``DEFAULT_TOL["ode"]``
     (pass ``DEFAULT_TOL["sde"]`` for a stochastic sampler without one: momentum, PC, time-shift);
     ``scale`` should be ``step_scale(grid[, noise])``; the ``update`` rule,
-    the ``slope`` of the increments update (``"one"``, ``"secant"``, ``"tangent"``: the model must
-    be differentiable), and an optional mesh (``mesh.window_mesh``) whose ``window_axis`` size
+    the ``slope`` of the increments update (``"one"``, ``"secant"``, ``"tangent"``, ``"jacobian"``: the
+    model must be differentiable; ``"jacobian"`` costs d JVPs per point and round, for small d), and an optional mesh (``mesh.window_mesh``) whose ``window_axis`` size
     divides ``window``."""
     if not isinstance(sampler, Sampler):
         raise ValueError(f"sampler must be a samplers.core.Sampler, got {type(sampler).__name__}")
@@ -210,13 +218,34 @@ def _linear_recurrence(base, slope, offset):
     return a * base[None] + b
 
 
-def _increments(window, stepped, slope):
+def _newton_correction(jac, residual):
+    """delta_0 = 0, delta_{j+1} = J_j delta_j + r_j per sample (J_j: (p, B, d, d), r_j = T_j.x - x_{j+1}^old
+    flattened to d) for all j at once (associative scan of the affine maps). The Newton update in
+    residual form, x^new = x^old + delta: at the fixed point r = 0 and no large terms cancel (the
+    form x^new = J x^new + (T - J x^old) loses float32 precision through products of Jacobians)."""
+    def compose(first, second):
+        return second[0] @ first[0], (second[0] @ first[1][..., None])[..., 0] + second[1]
+
+    return jax.lax.associative_scan(compose, (jac, residual.reshape(residual.shape[:2] + (-1,))))[1].reshape(
+        residual.shape)
+
+
+def _increments(window, stepped, slope, jac=None):
     """Picard: x_{j+1} = slope_j x_j + (step(x_j^old) - slope_j x_j^old) (cumulative increments for
-    slope = 1), integer counters by cumulative increments, other fields from the stepped state."""
+    slope = 1), integer counters by cumulative increments, other fields from the stepped state. With
+    ``jac`` (p, B, d, d) the Newton update (``_newton_correction``) where it is trusted: per sample,
+    finite and its largest correction over the window at most ``NEWTON_TRUST`` times that of the
+    ``slope`` update, which is taken elsewhere (both have the sequential run as their fixed point)."""
     base = jax.tree.map(lambda a: a[:1], window)
     prev = jax.tree.map(lambda a: a[:-1], window)
     leaf = lambda b, new, old: _cumulative(b, new, old) if jnp.issubdtype(new.dtype, jnp.integer) else new
     x = _linear_recurrence(window.x[0], slope, stepped.x - slope * prev.x)
+    if jac is not None:
+        old = window.x[1:]
+        newton = old + _newton_correction(jac, stepped.x - old)
+        size = lambda d: jnp.max(jnp.mean(jnp.square(d.reshape(d.shape[:2] + (-1,))), axis=-1), axis=0)  # (B,)
+        trusted = jnp.isfinite(size(newton - old)) & (size(newton - old) <= NEWTON_TRUST**2 * size(x - old))
+        x = jnp.where(trusted.reshape((1, -1) + (1,) * (x.ndim - 2)), newton, x)
     return jax.tree.map(leaf, base, stepped, prev).replace(x=x)
 
 
@@ -281,9 +310,14 @@ def parallel_sample(par: ParallelSampler, model_fn: ModelFn, x, key: PRNGKey | N
             slope = _rayleigh(inputs.x - x_last, stepped.x - f_last, known)
         elif par.slope == "tangent":
             slope = _rayleigh(*tangent, known)
+        elif par.slope == "jacobian":  # the tangent slope along the last change, from the Jacobian
+            direction = jnp.where(known.reshape((-1,) + (1,) * (inputs.x.ndim - 1)), inputs.x - x_last, 0.0)
+            d_step = (tangent @ direction.reshape(direction.shape[:2] + (-1, 1)))[..., 0].reshape(direction.shape)
+            slope = _rayleigh(direction, d_step, known)
         else:
             slope = jnp.ones((), inputs.x.dtype)
-        return _increments(states, stepped, slope), (inputs.x, stepped.x)
+        jac = tangent if par.slope == "jacobian" else None
+        return _increments(states, stepped, slope, jac), (inputs.x, stepped.x)
 
     def body(carry):
         states, s, f, rounds, calls, _, positions, memory = carry
@@ -296,6 +330,14 @@ def parallel_sample(par: ParallelSampler, model_fn: ModelFn, x, key: PRNGKey | N
             (stepped, outputs), (d_stepped, _) = jax.jvp(
                 lambda x: stepper(inputs.replace(x=x), keys[idx]), (inputs.x,), (direction,))
             tangent = (direction, d_stepped.x)
+        elif par.slope == "jacobian":  # J_j = d step(x_j).x / d x_j per sample: one JVP per coordinate
+            step_x = lambda x: stepper(inputs.replace(x=x), keys[idx])
+            stepped, outputs = step_x(inputs.x)
+            dim = int(np.prod(inputs.x.shape[2:]))
+            basis = jnp.eye(dim, dtype=inputs.x.dtype).reshape((dim,) + inputs.x.shape[2:])
+            cols = jax.vmap(lambda e: jax.jvp(lambda x: step_x(x)[0].x, (inputs.x,),
+                                              (jnp.broadcast_to(e, inputs.x.shape),))[1])(basis)
+            tangent = jnp.moveaxis(cols.reshape((dim,) + inputs.x.shape[:2] + (dim,)), 0, -1)
         else:
             stepped, outputs = stepper(inputs, keys[idx])
         guesses, pairs = rebuild(states, inputs, stepped, outputs, keys[idx], memory, tangent)
