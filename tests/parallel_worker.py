@@ -59,7 +59,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--sampler", default="ddpm", choices=["ddim", "ddpm"])
-    ap.add_argument("--slope", default="one", choices=["one", "secant", "tangent"])
+    ap.add_argument("--slope", default="one", choices=["one", "secant", "tangent", "jacobian"])
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--tol", type=float, default=1e-3)
     ap.add_argument("--batch-devices", type=int, default=2)

@@ -14,9 +14,9 @@ def _single_device(name: str, slope: str = "one"):
     return run(name, 8, 1e-3, slope=slope)
 
 
-@pytest.mark.parametrize("name,slope", [("ddpm", "one"), ("ddpm", "tangent")])
+@pytest.mark.parametrize("name,slope", [("ddpm", "one"), ("ddpm", "tangent"), ("ddpm", "jacobian")])
 def test_eight_devices_equal_one(tmp_path, name, slope):
-    """The tangent slope differentiates through the sharded window call (jax.jvp of shard_map)."""
+    """The tangent and Jacobian slopes differentiate through the sharded window call (jax.jvp of shard_map)."""
     out = tmp_path / "mesh8.npz"
     run_devices(WORKER, ["--out", str(out), "--sampler", name, "--check-errors", "--slope", slope], 8)
     got = np.load(out)
