@@ -94,6 +94,7 @@ from samplers.parallel.mesh import check_mesh, replicate, window_map
 UPDATES = ("increments", "states", "jacobi")
 SLOPES = ("one", "secant", "tangent", "jacobian")
 SLOPE_MAX = 2.0  # slopes are clipped to [0, SLOPE_MAX]: a step may expand x, never flip it
+JVP_BATCH = 8  # slope="jacobian": Jacobian columns (JVPs) computed at once
 NEWTON_TRUST = 4.0  # slope="jacobian": a sample's Newton update is taken if at most this x the tangent one
 # tol=None: every sample within 1e-3 relative error of the sequential run on the test mixtures (module doc)
 DEFAULT_TOL = {"ode": 0.3, "sde": 0.1}
@@ -335,8 +336,9 @@ def parallel_sample(par: ParallelSampler, model_fn: ModelFn, x, key: PRNGKey | N
             stepped, outputs = step_x(inputs.x)
             dim = int(np.prod(inputs.x.shape[2:]))
             basis = jnp.eye(dim, dtype=inputs.x.dtype).reshape((dim,) + inputs.x.shape[2:])
-            cols = jax.vmap(lambda e: jax.jvp(lambda x: step_x(x)[0].x, (inputs.x,),
-                                              (jnp.broadcast_to(e, inputs.x.shape),))[1])(basis)
+            cols = jax.lax.map(lambda e: jax.jvp(lambda x: step_x(x)[0].x, (inputs.x,),
+                                                 (jnp.broadcast_to(e, inputs.x.shape),))[1],
+                               basis, batch_size=JVP_BATCH)  # bounded memory: JVP_BATCH directions at once
             tangent = jnp.moveaxis(cols.reshape((dim,) + inputs.x.shape[:2] + (dim,)), 0, -1)
         else:
             stepped, outputs = stepper(inputs, keys[idx])
