@@ -21,8 +21,13 @@ orbax to ``--out``/grids, loaded back and evaluated on the benchmark noise; rows
 searches the times the model is called at (LD3), ":orders" the per-step orders (USF-style; flags
 joined by "+"). Rows "gits <base>": the GITS grid
 (``samplers.ode.gits``: dynamic programming over a 100-point log-SNR grid of DDIM step costs along
-``--gits-batch`` exact trajectories from other noise, seed 1) run with <base>. The last lines give
-the ratio of diffusers' DPM-Solver++ 3M error to the best of ours at each learnt NFE. The issue's
+``--gits-batch`` exact trajectories from other noise, seed 1) run with <base>. Rows "ays ..." and
+"dualfast <base>" (``--fast-ode``, ``fast_ode_rows``): DDIM on Align Your Steps grids (the KLUB-optimised
+one, the Gaussian closed form, the SD1.5 table) and DualFast on DPM-Solver++(3M) / UniPC. The last lines give
+the ratio of diffusers' DPM-Solver++ 3M error to the best of ours at each learnt NFE. Row "dpm_solver_v3"
+(``--v3-points``, ``v3_row``): DPM-Solver-v3 at the learnt NFEs on the registry's grid (time-uniform, last step
+to sigma = 0) with statistics computed from ``--v3-samples`` mixture samples (seed 2) on ``--v3-points`` log-SNR
+points, saved with orbax to ``--out``/v3_stats and loaded back. The issue's
 goal setting is
 
     python bench/ode_accuracy.py --dim 32 --components 6 --nfes 5,10,15,20 --solvers ddim,ipndm,dpm_solver_pp_3m,unipc_3
@@ -46,7 +51,9 @@ from models.analytic import random_mixture  # noqa: E402
 from samplers import registry  # noqa: E402
 from samplers.core import sample  # noqa: E402
 from samplers.grids import time_grid  # noqa: E402
-from samplers.ode import gits, learnt_grid  # noqa: E402
+from samplers.addons.core import with_addons  # noqa: E402
+from samplers.ode import ays, dpm_solver_v3, dualfast, gits, learnt_grid  # noqa: E402
+from samplers.ode.ddim import ddim  # noqa: E402
 from samplers.reference import pf_ode_trajectory  # noqa: E402
 from samplers.schedules import ddpm_betas, vp_discrete  # noqa: E402
 
@@ -80,6 +87,46 @@ def run_diffusers(make, steps: int, sigma_space: bool, denoise, ref: Reference, 
     return rms(x_end, ref(a0, s0, a1, s_end * a1)), calls[0], s_end == 0.0
 
 
+def fast_ode_rows(args, schedule, gmm, ref, x_start, learnt_nfes, nfes) -> dict:
+    """Rows "ays klub ddim" (``ays.optimise_grid`` on ``--ays-batch`` data samples, seed 1), "ays gaussian
+    ddim" (the closed form with c = the data's RMS std), "ays_sd15 ddim" (the published table) and
+    "dualfast <base>" (``dualfast`` c = 0.2 on the registry's default grid) at each learnt NFE."""
+    model = gmm.model_fn(schedule, "eps")
+    run = jax.jit(sample, static_argnums=(0, 1))
+    exact = ref(float(schedule.alpha(schedule.t_max)), float(schedule.sigma(schedule.t_max)), 1.0, 0.0)
+    err = lambda smp: (rms(run(smp, model, x_start).x, exact), smp.nfe)
+    x0 = np.asarray(gmm.sample(jax.random.PRNGKey(1), args.ays_batch, jnp.float64))
+    c = float(np.sqrt(np.mean(np.diag(gmm.cov))))
+    rows = {"ays klub ddim": {}, "ays gaussian ddim": {}, "ays_sd15 ddim": {}}
+    rows.update({f"dualfast {b}": {} for b in ("dpm_solver_pp_3m", "unipc")})
+    for nfe in learnt_nfes:
+        art = ays.optimise_grid(schedule, model, x0, nfe)
+        rows["ays klub ddim"][nfe] = err(learnt_grid.learnt_grid_sampler(schedule, art))
+        rows["ays gaussian ddim"][nfe] = err(ddim(schedule, ays.gaussian_grid(schedule, nfe, c)))
+        rows["ays_sd15 ddim"][nfe] = err(ddim(schedule, time_grid(schedule, nfe, "ays_sd15", final="zero")))
+        for b in ("dpm_solver_pp_3m", "unipc"):
+            smp = registry.build(b, schedule, nfe)
+            rows[f"dualfast {b}"][nfe] = err(with_addons(smp, dualfast.dualfast(schedule, smp, 0.2)))
+    return {k: {n: v.get(n) for n in nfes} for k, v in rows.items()}
+
+
+def v3_row(args, schedule, gmm, ref, v3_nfes, nfes, dtype) -> dict:
+    """DPM-Solver-v3 (registry defaults, last step to sigma = 0) at ``v3_nfes`` with statistics of the mixture's
+    exact model from ``--v3-samples`` samples, saved and loaded back with orbax."""
+    data = gmm.sample(jax.random.PRNGKey(2), args.v3_samples, jnp.float64)
+    stats = dpm_solver_v3.model_statistics(schedule, gmm.model_fn(schedule, "eps"), data, jax.random.PRNGKey(3),
+                                           num_points=args.v3_points, batch_size=min(args.v3_samples, 1024))
+    path = os.path.abspath(os.path.join(args.out, "v3_stats"))
+    dpm_solver_v3.save_statistics(path, stats)
+    stats = dpm_solver_v3.load_statistics(path)
+    row = {n: None for n in nfes}
+    for nfe in v3_nfes:
+        r = solver_error("dpm_solver_v3", schedule, nfe, gmm.model_fn(schedule, "eps"), ref, final="zero", dtype=dtype,
+                         stats=stats)
+        row[nfe] = (r["rms"], r["nfe"])
+    return row
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dim", type=int, default=8)
@@ -98,6 +145,10 @@ def main():
     p.add_argument("--train-batch", type=int, default=1024)
     p.add_argument("--gits-bases", default="ddim,ipndm", help="learnt_grid.BASES names run on GITS grids ('' for none)")
     p.add_argument("--gits-batch", type=int, default=256)
+    p.add_argument("--fast-ode", type=int, default=1, help="rows for AYS and DualFast at the learnt NFEs (0: none)")
+    p.add_argument("--ays-batch", type=int, default=256, help="data samples for the AYS KLUB")
+    p.add_argument("--v3-points", type=int, default=1200, help="DPM-Solver-v3 statistics grid points (0: no v3 row)")
+    p.add_argument("--v3-samples", type=int, default=4096, help="data samples for the DPM-Solver-v3 statistics")
     p.add_argument("--out", default="workdir/bench")
     args = p.parse_args()
     jax.config.update("jax_enable_x64", True)
@@ -136,7 +187,7 @@ def main():
         progress.update(label)
     learnt_nfes = [int(n) for n in args.learnt_nfes.split(",") if n]
     x_start = jnp.asarray(ref.start(a0, s0), dtype)
-    for spec in args.learnt_bases.split(",") if learnt_nfes else []:
+    for spec in [b for b in args.learnt_bases.split(",") if b] if learnt_nfes else []:
         base, _, variant = spec.partition(":")
         flags = set(variant.split("+"))
         for mixture_seed, suffix in ((0, ""), (1, " (other mixture)")):
@@ -168,6 +219,10 @@ def main():
                 out = jax.jit(sample, static_argnums=(0, 1))(smp, gmm.model_fn(schedule, "eps"), x_start)
                 row[nfe] = (rms(out.x, ref(a0, s0, 1.0, 0.0)), int(out.nfe))
             results[f"gits {base}"] = {n: row.get(n) for n in nfes}
+    if learnt_nfes and args.fast_ode:
+        results.update(fast_ode_rows(args, schedule, gmm, ref, x_start, learnt_nfes, nfes))
+    if learnt_nfes and args.v3_points:
+        results["dpm_solver_v3"] = v3_row(args, schedule, gmm, ref, learnt_nfes, nfes, dtype)
     for label, (make, steps, sigma_space) in methods.items():
         runs = {nfe: run_diffusers(make, steps(nfe), sigma_space, denoise, ref, a0, s0) for nfe in nfes}
         to_zero = all(r[2] for r in runs.values())

@@ -14,6 +14,9 @@ Spacings:
 * ``linspace``, ``leading``, ``trailing`` -- diffusers' integer spacings of a
   discrete schedule (Lin et al. 2023, Table 2), as its multistep schedulers
   build them.
+* ``ays_sd15``, ``ays_sdxl``, ``ays_svd`` -- Align Your Steps' published 10-step
+  sigma tables (Sabour et al. 2024; ``AYS_SIGMAS``), log-linearly interpolated
+  to other step counts (``loglinear_interp``).
 """
 from __future__ import annotations
 
@@ -25,7 +28,15 @@ from samplers.schedules import Schedule, VPDiscrete
 
 CONTINUOUS_SPACINGS = ("uniform", "logsnr", "quadratic", "karras")
 DISCRETE_SPACINGS = ("linspace", "leading", "trailing")
-SPACINGS = CONTINUOUS_SPACINGS + DISCRETE_SPACINGS
+# Align Your Steps (Sabour et al. 2024, "Align Your Steps: Optimizing Sampling Schedules in Diffusion Models"):
+# the published optimised 10-step schedules, as sigma = sigma_t / alpha_t (VE/EDM variables), noise to data.
+AYS_SIGMAS = {
+    "ays_sd15": (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029),
+    "ays_sdxl": (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029),
+    "ays_svd": (700.0, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002),
+}
+AYS_SPACINGS = tuple(AYS_SIGMAS)
+SPACINGS = CONTINUOUS_SPACINGS + DISCRETE_SPACINGS + AYS_SPACINGS
 FINALS = (None, "zero", "last")
 
 
@@ -68,6 +79,37 @@ def _discrete_timesteps(schedule: VPDiscrete, n: int, spacing: str, steps_offset
         return (np.arange(0, n + 1) * ratio).round()[::-1][:-1].astype(np.int64) + steps_offset
     ratio = total / n
     return np.arange(total, 0, -ratio).round().astype(np.int64) - 1
+
+
+def loglinear_interp(sigmas, num_points: int) -> np.ndarray:
+    """``num_points`` sigmas from the decreasing table ``sigmas``: log sigma linearly interpolated over
+    linspace(0, 1) (the AYS authors' rule for other step counts; the table itself at len(sigmas))."""
+    ys = np.log(np.asarray(sigmas, np.float64)[::-1])
+    out = np.interp(np.linspace(0.0, 1.0, num_points), np.linspace(0.0, 1.0, len(ys)), ys)
+    return np.exp(out)[::-1].copy()
+
+
+def sigma_range(schedule: Schedule) -> tuple[float, float]:
+    """(sigma_min, sigma_max) of ``schedule`` in VE variables: sigma / alpha at t_min and t_max."""
+    with np.errstate(divide="ignore"):
+        lo, hi = np.exp(-schedule.lambda_(np.array([schedule.t_min, schedule.t_max], np.float64)))
+    return float(lo), float(hi)
+
+
+def sigma_grid(schedule: Schedule, sigmas, final: str | None = None) -> TimeGrid:
+    """The grid at the schedule's times of the decreasing VE sigmas (sigma_t / alpha_t); ``final="zero"``
+    replaces the last point by the clean data (sigma = 0), as AYS samplers end (ComfyUI, diffusers)."""
+    sig = np.asarray(sigmas, np.float64)
+    if sig.ndim != 1 or len(sig) < 2 or not np.all(sig > 0) or not np.all(np.diff(sig) < 0):
+        raise ValueError(f"sigmas must be a 1-D strictly decreasing array of >= 2 positive values, got {sig!r}")
+    lo, hi = sigma_range(schedule)
+    # 1% slack: the published tables are rounded to 3 decimals (SD's 14.615 vs 14.6146); clipped below
+    if sig[0] > hi * (1 + 1e-2) or sig[-1 if final != "zero" else -2] < lo * (1 - 1e-2):
+        raise ValueError(f"spacing: sigmas {sig[0]:g}..{sig[-1]:g} leave the {schedule.name} schedule's range "
+                         f"sigma/alpha in [{lo:g}, {hi:g}]")
+    keep = sig[:-1] if final == "zero" else sig
+    t = np.clip(np.asarray(schedule.t_from_lambda(-np.log(keep)), np.float64), schedule.t_min, schedule.t_max)
+    return _from_t(schedule, t, final == "zero")
 
 
 def validate_timesteps(schedule: Schedule, timesteps) -> np.ndarray:
@@ -113,6 +155,12 @@ def time_grid(
         raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
     num_steps = int(num_steps)
 
+    if spacing in AYS_SPACINGS:
+        if t_start is not None or t_end is not None:
+            raise ValueError(f"spacing {spacing!r} is a fixed sigma table: give no t_start/t_end")
+        if final == "last":
+            raise ValueError(f"spacing {spacing!r} takes final None or 'zero', got {final!r}")
+        return sigma_grid(schedule, loglinear_interp(AYS_SIGMAS[spacing], num_steps + 1), final)
     if spacing in DISCRETE_SPACINGS:
         if not isinstance(schedule, VPDiscrete):
             raise ValueError(f"spacing {spacing!r} needs the vp_discrete schedule, got {schedule.name!r}")

@@ -8,7 +8,9 @@ import pytest
 from samplers.core import sample
 from samplers.grids import time_grid
 from samplers.ode.ddim import ddim
-from samplers.ode.deis import deis, exp_moments
+from samplers.ode.rk import heun
+from samplers.ode import deis as deis_module
+from samplers.ode.deis import deis, deis_rk, exp_moments
 from samplers.schedules import flow, vp_linear
 from tests.ode_utils import convergence, fitted_order, reference, rms_error, start_noise, toy_model
 
@@ -83,3 +85,52 @@ def test_build_errors():
     fl = flow()
     with pytest.raises(ValueError, match="needs alpha > 0 at the first grid point"):
         deis(fl, time_grid(fl, 5, "uniform", t_end=1e-3), "velocity")
+
+
+# DEIS rho-RK: measured slopes 2.07, 3.16, 3.98 (vp_linear, logsnr, t in [1e-3, 1], float64)
+RK_CASES = [pytest.param(2, [32, 64, 128], id="rho_rk2"), pytest.param(3, [64, 128, 256], id="rho_rk3"),
+            pytest.param(4, [32, 64, 128], id="rho_rk4")]
+
+
+@pytest.mark.parametrize("order,steps", RK_CASES)
+def test_rho_rk_convergence_order(x64, order, steps):
+    nfes, errs = convergence(lambda s, g, p: deis_rk(s, g, p, order=order), "vp_linear", steps)
+    slope = fitted_order(nfes, errs)
+    assert abs(slope - order) < 0.3, f"rho-RK{order}: fitted order {slope:.2f} (errors {errs})"
+
+
+def test_rho_rk_wrong_stage_coefficient_fails_the_order_check(x64, monkeypatch):
+    """CONTROL: Kutta's a_31, a_32 = -1, 2 moved to -0.8, 1.8 (still consistent: the row sums to c_3 = 1)
+    drops the measured order to 2.1."""
+    a, b, c = deis_module.RHO_TABLEAUX[3]
+    wrong = a.copy()
+    wrong[2, :2] = [-0.8, 1.8]
+    monkeypatch.setitem(deis_module.RHO_TABLEAUX, 3, (wrong, b, c))
+    nfes, errs = convergence(lambda s, g, p: deis_rk(s, g, p, order=3), "vp_linear", [64, 128, 256])
+    assert not abs(fitted_order(nfes, errs) - 3) < 0.3
+
+
+def test_rho_rk2_is_karras_heun(x64):
+    """rho-RK2 in rho = sigma/alpha is Karras's Heun in (y, s) bit for bit (the registry's "heun" is it, so
+    that ``cap_orders`` can lower its long steps); CONTROL: Kutta's order 3 on the same grid is not."""
+    sch = vp_linear()
+    x = start_noise(8)
+    for final in (None, "zero"):
+        grid = time_grid(sch, 7, "karras", final=final)
+        want = np.asarray(sample(heun(sch, grid), toy_model, x).x)
+        np.testing.assert_array_equal(np.asarray(sample(deis_rk(sch, grid, order=2), toy_model, x).x), want)
+        assert not np.allclose(np.asarray(sample(deis_rk(sch, grid, order=3), toy_model, x).x), want, rtol=1e-6)
+
+
+def test_rho_rk_step_to_sigma_zero_and_errors(x64):
+    sch = vp_linear()
+    ref = reference("vp_linear", sch.t_max, sch.t_min, "zero")
+    grid = time_grid(sch, 20, "logsnr", final="zero")
+    smp = deis_rk(sch, grid, order=3)
+    err, nfe = rms_error(smp, sch, "eps", start_noise(32), ref)
+    assert np.isfinite(err) and err < 1e-2 and nfe == smp.nfe == 3 * 19 + 1, (err, nfe)
+    with pytest.raises(ValueError, match="order must be one of"):
+        deis_rk(sch, grid, order=1)
+    fl = flow()
+    with pytest.raises(ValueError, match="needs alpha > 0 at the first grid point"):
+        deis_rk(fl, time_grid(fl, 5, "uniform", t_end=1e-3), "velocity")
