@@ -30,12 +30,13 @@ from samplers.ode.common import check_choice
 from samplers.param import check_prediction
 from samplers.schedules import SCHEDULES, Schedule, get_schedule
 from train import data as data_lib
+from train import discrete as discrete_lib
 from train.losses import Objective, objective_from_config
 from train.nets import Network, build_network as network_from_name
 from train.optim import make_optimizer
 
 MODES = ("train", "sample", "eval", "distill")
-METRICS = ("swd", "mmd2", "fid", "log_likelihood")
+METRICS = ("swd", "mmd2", "fid", "log_likelihood", "confident")  # confident: digits classifier, train.jobs
 FREE_FORM = ("model.kwargs", "schedule.kwargs", "data.kwargs", "distill.kwargs")
 
 
@@ -81,6 +82,8 @@ def defaults() -> ConfigDict:
     c.train.checkpoint_every = 1000
     c.train.keep_checkpoints = 3
     c.train.loss = ConfigDict()
+    c.train.loss.kind = "denoising"  # | "masked_elbo" | "uniform_elbo": discrete diffusion of a token network
+    c.train.loss.mask_schedule = "linear"  # alpha(t) of the discrete kinds and their samplers (train.discrete)
     c.train.loss.time_sampling = "uniform"  # | "lognormal"
     c.train.loss.t_lo = config_dict.placeholder(float)  # None: the schedule's t_min
     c.train.loss.t_hi = config_dict.placeholder(float)  # None: the schedule's t_max
@@ -175,8 +178,10 @@ def as_tuple(value) -> tuple:
 
 
 def solvers(config) -> list[tuple[str, int]]:
-    """Every (sampler name, NFE) pair the config asks for."""
-    return [(n, int(f)) for n in as_tuple(config.sampler.name) for f in as_tuple(config.sampler.nfe)]
+    """Every (sampler name, NFE) pair the config asks for (a discrete config's fixed-NFE samplers once, at
+    their own NFE: ``train.discrete.solver_pairs``)."""
+    pairs = [(n, int(f)) for n in as_tuple(config.sampler.name) for f in as_tuple(config.sampler.nfe)]
+    return discrete_lib.solver_pairs(pairs, event_shape(config)) if discrete_lib.is_discrete(config) else pairs
 
 
 def build_schedule(config) -> Schedule:
@@ -273,7 +278,7 @@ def validate(config) -> ConfigDict:
                 or os.path.isdir(os.path.join(d.dir, data_lib.CIFAR10_FOLDER))):
             raise ValueError(str(data_lib.missing_cifar_error(d.dir)))
 
-    build_network(config)
+    network = build_network(config)
 
     t = config.train
     for name in ("num_steps", "batch_size", "log_every", "checkpoint_every"):
@@ -296,7 +301,9 @@ def validate(config) -> ConfigDict:
     make_optimizer(t)
     build_objective(config, schedule)
 
-    check_sampler(config, schedule)
+    discrete_lib.check(config, network)  # train.loss.kind; a discrete model's network, data and samplers
+    if not discrete_lib.is_discrete(config):
+        check_sampler(config, schedule)
     s = config.sampler
     check_int("sampler.batch_size", s.batch_size)
     check_bool("sampler.use_ema", s.use_ema)
@@ -322,6 +329,8 @@ def validate(config) -> ConfigDict:
         from train import distill
 
         distill.check(config)
+    if "confident" in as_tuple(e.metrics) and d.name != "digits":
+        raise ValueError(f"eval.metrics 'confident' (the digits classifier) needs data.name='digits', got {d.name!r}")
     if "log_likelihood" in as_tuple(e.metrics) and d.name != "gmm":
         raise ValueError(f"eval.metrics 'log_likelihood' is exact for data.name='gmm' only, got {d.name!r}")
     return config

@@ -10,7 +10,8 @@
 * ``evaluate(config, workdir)``: ``eval.num_samples`` samples per solver x NFE, each
   metric of ``eval.metrics`` (``models.metrics``) against the held-out split: ``swd``
   (sliced Wasserstein-2), ``mmd2`` (RBF, median bandwidth), ``log_likelihood`` (exact,
-  Gaussian-mixture data); ``fid`` (only with ``eval.inception_weights``) against the
+  Gaussian-mixture data); ``confident`` (the digits classifier's share of confident labels);
+  ``fid`` (only with ``eval.inception_weights``) against the
   training set; prints one table per metric and writes ``eval.csv`` and
   ``eval_<metric>.png``.
 
@@ -31,7 +32,7 @@ from jax.experimental import multihost_utils
 from samplers import registry
 from samplers.core import sample as run_sampler
 from train import data as data_lib
-from train import distributed
+from train import discrete, distributed
 from train.checkpoint import Checkpointer
 from train.config import as_tuple, build_network, build_objective, build_schedule, solvers, validate
 from train.loop import CHECKPOINT_DIR, fit, read_metrics, restore_or_init
@@ -61,7 +62,8 @@ def train(config, workdir: str) -> dict:
     """Train (or resume training) the model of ``config`` in ``workdir``; returns a summary."""
     config = validate(config)
     network = build_network(config)
-    objective = distill_method(config, network) or build_objective(config)
+    objective = distill_method(config, network) or (discrete.build_objective(config, network)
+                                                     if discrete.is_discrete(config) else build_objective(config))
     batches = make_batches(config)
     t0 = time.perf_counter()
     state = fit(network, objective, batches, config.train, workdir, config.seed)
@@ -105,6 +107,8 @@ def init_scale(schedule) -> float:
 
 def generator(config, network, params, mesh):
     """``gen(name, nfe, n) -> (samples (n, *event_shape) float32 numpy, nfe used)``; the same noise for every solver."""
+    if discrete.is_discrete(config):  # token samples (all-masked or uniform start), dequantised
+        return discrete.generator(config, network, params, mesh)
     schedule = build_schedule(config)
     objective = build_objective(config, schedule)
     scale = init_scale(schedule)
@@ -243,7 +247,18 @@ def metric_fns(config, workdir: str):
             fns[m] = lambda x, ref: float(metrics.gmm_log_likelihood(gmm, x))
         elif m == "fid":
             fns[m] = fid_fn(config, workdir)
+        elif m == "confident":
+            fns[m] = confident_fn()
     return fns
+
+
+def confident_fn():
+    """The share of samples the digits classifier (bench/digits_quality.py: an RBF SVC on the real training
+    digits) labels with probability >= 0.8."""
+    from bench.digits_quality import classifier, label_stats
+
+    clf = classifier()
+    return lambda x, ref: label_stats(clf, x)["confident"]
 
 
 def fid_fn(config, workdir: str):
