@@ -19,20 +19,30 @@ from samplers.schedules import vp_linear
 SCH = vp_linear()
 
 
+def runs(m, p, x, steps):
+    """UniPC with ``steps`` calls, its uncached result from ``x``, and ``run(table)``: the cached run."""
+    s = registry.build("unipc", SCH, steps)
+    base = jax.jit(lambda x: sample(s, model_fn(m, p), x).x)(x)
+    run = lambda table: jax.jit(lambda x: sample(with_addons(s, block_cache(m, table)), cached_model(m, p), x))(x)
+    return s, base, run
+
+
+def relative(out, base) -> float:
+    return float(jnp.linalg.norm(out.x - base) / jnp.linalg.norm(base))
+
+
 def test_block_cache_on_dit():
     m = DiT(patch_size=2, hidden=32, depth=4, num_heads=4, freq_dim=32, time_scale=1000.0)
     p = random_params(m, (8, 8, 3), scale=0.1)
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 3))
-    s = registry.build("unipc", SCH, 10)
-    base = jax.jit(lambda x: sample(s, model_fn(m, p), x).x)(x)
-    run = lambda table: jax.jit(lambda x: sample(with_addons(s, block_cache(m, table)), cached_model(m, p), x))(x)
+    s, base, run = runs(m, p, x, 10)
     full = run(calibrate(s, m, p, x, 0.0))
     assert jnp.array_equal(full.x, base) and int(full.carry[0][2]) == 40
     table = calibrate(s, m, p, x, 0.2)
     cached = run(table)
     evals = int(cached.carry[0][2])
     assert evals == table.sum() and evals < 40 and int(cached.nfe) == 10
-    rel = lambda out: float(jnp.linalg.norm(out.x - base) / jnp.linalg.norm(base))
+    rel = lambda out: relative(out, base)
     assert 0 < rel(cached) < 1e-3
     never = np.zeros_like(table)
     never[0] = True  # control: blocks never refreshed after the first step
@@ -48,16 +58,14 @@ def test_block_cache_and_early_exit_on_unet():
              time_scale=1000.0)
     p = random_params(m, (8, 8, 3), scale=0.1)
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
-    s = registry.build("unipc", SCH, 6)
-    base = jax.jit(lambda x: sample(s, model_fn(m, p), x).x)(x)
-    run = lambda table: jax.jit(lambda x: sample(with_addons(s, block_cache(m, table)), cached_model(m, p), x))(x)
+    s, base, run = runs(m, p, x, 6)
     full = run(np.ones((6, 11), bool))
     assert jnp.array_equal(full.x, base) and int(full.carry[0][2]) == 66
     table = calibrate(s, m, p, x, 0.2)
     cached = run(table)
     evals = int(cached.carry[0][2])
     assert evals == table.sum() and evals < 66 and int(cached.nfe) == 6
-    rel = lambda out: float(jnp.linalg.norm(out.x - base) / jnp.linalg.norm(base))
+    rel = lambda out: relative(out, base)
     assert 0 < rel(cached) < 1e-4, rel(cached)
     never = run(early_exit([11, 0, 0, 0, 0, 0], 11))
     assert int(never.carry[0][2]) == 11 and not rel(never) < 1e-4

@@ -60,20 +60,25 @@ def test_exact_model_nelbo_is_minus_log_prob(target, schedule):
         assert np.max(np.abs(wrong - exact) / exact) > 2e-2
 
 
+def monte_carlo(target, obj, seed, terms, n=40000):
+    """(mean, SE) of the loss terms(x0, t, key) over n draws x0 ~ target, t ~ obj's times, the entropy
+    H(p) of the target, and the draws (x0, t, key)."""
+    _, p = target.enumerate()
+    kx, kt, kn = jax.random.split(jax.random.PRNGKey(seed), 3)
+    x0 = target.sample(kx, n)
+    t = obj.sample_t(kt, n)
+    vals = np.asarray(terms(x0, t, kn), np.float64)
+    return vals.mean(), vals.std() / np.sqrt(n), -np.sum(p * np.log(p)), (x0, t, kn)
+
+
 def test_monte_carlo_loss_matches_entropy(target):
     """E_x0 E_t,mask of the loss = H(p) with the exact model; wrong weight (x1.1) is rejected."""
     obj = MaskedELBO("linear", V, MASK)
     model = target.masked_model_fn(MASK)
-    _, p = target.enumerate()
-    entropy = -np.sum(p * np.log(p))
-    n = 40000
-    kx, kt, km = jax.random.split(jax.random.PRNGKey(0), 3)
-    x0 = target.sample(kx, n)
-    t = obj.sample_t(kt, n)
-    vals = np.asarray(obj.terms(model, x0, t, obj.sample_mask(km, t, L)), np.float64)
-    se = vals.std() / np.sqrt(n)
-    assert abs(vals.mean() - entropy) < 4 * se
-    assert abs(1.1 * vals.mean() - entropy) > 4 * 1.1 * se  # CONTROL: a 10% wrong weight
+    mean, se, entropy, (x0, _, _) = monte_carlo(target, obj, 0, lambda x0, t, k: obj.terms(
+        model, x0, t, obj.sample_mask(k, t, L)))
+    assert abs(mean - entropy) < 4 * se
+    assert abs(1.1 * mean - entropy) > 4 * 1.1 * se  # CONTROL: a 10% wrong weight
     loss = obj.loss(model, x0, jax.random.PRNGKey(1))  # the loop's entry point, same estimator
     assert abs(float(loss) - entropy) < 6 * se
 
@@ -344,17 +349,10 @@ def test_uniform_elbo_monte_carlo_and_log_ratio(target):
 
     obj = UniformELBO("linear", V)
     model = uniform_model_fn(target, "linear")
-    _, p = target.enumerate()
-    entropy = -np.sum(p * np.log(p))
-    n = 40000
-    kx, kt, kn = jax.random.split(jax.random.PRNGKey(5), 3)
-    x0 = target.sample(kx, n)
-    t = obj.sample_t(kt, n)
     loss_terms = jax.jit(lambda a, s, k: obj.terms(model, a, s, obj.sample_noisy(k, a, s)) + obj.prior_kl(a))
-    vals = np.asarray(loss_terms(x0, t, kn), np.float64)
-    se = vals.std() / np.sqrt(n)
-    assert abs(vals.mean() - entropy) < 4 * se
-    assert abs(1.1 * vals.mean() - entropy) > 4 * 1.1 * se  # CONTROL
+    mean, se, entropy, (x0, t, kn) = monte_carlo(target, obj, 5, loss_terms)
+    assert abs(mean - entropy) < 4 * se
+    assert abs(1.1 * mean - entropy) > 4 * 1.1 * se  # CONTROL
     xt, tt = obj.sample_noisy(kn, x0[:64], t[:64]), t[:64]
     alpha = obj.schedule.alpha(tt)
     np.testing.assert_allclose(np.exp(log_marginal_ratio(model(xt, tt), xt, alpha)),
