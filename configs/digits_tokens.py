@@ -31,7 +31,8 @@ def get_config():
     c.train.ema_decay = 0.999
     c.train.log_every = 100
     c.train.checkpoint_every = 1000
-    c.sampler.name = ("masked", "masked_confidence", "remdm_cap", "remdm_pc", "dfm_euler", "first_hitting")
+    c.sampler.name = ("masked", "masked_confidence", "masked_margin", "pc_sampler", "remdm_cap", "remdm_loop", "remdm_pc",
+                      "dfm_euler", "first_hitting")  # every masked-model sampler of the registry
     c.sampler.nfe = (8, 16, 32)
     c.sampler.num_samples = 100
     c.eval.num_samples = 1000
