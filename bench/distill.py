@@ -29,7 +29,7 @@ Trained workdirs are cached under ``--workdir`` (a rerun resumes / reuses them; 
 use their own subfolder). Every knob is fixed below; ``--quick`` is the mixture part with short
 training (``QUICK_STEPS``) and one noise draw.
 
-    python bench/distill.py [--quick] [--workdir workdir/distill_bench] [--parts mixture,digits]
+    python bench/distill.py [--quick] [--workdir workdir/distill_bench] [--parts mixture,digits] [--only lsd_plus]
 """
 from __future__ import annotations
 
@@ -123,9 +123,11 @@ def students(part: str) -> list[Student]:
         out.insert(3, _from_config(f"mcd ({mcd().distill.kwargs.segments} segments)", mcd))
     for name in distill.names():  # labelled by the config's method (configs/distill_gmm_lsd.py runs lsd_plus)
         if name not in ("cd", "ct", "ict", "shortcut") and (get_config := _config_file(part, name)) is not None:
-            method = get_config().distill.method
-            if method not in [s.label for s in out]:
-                out.append(_from_config(method, get_config))
+            c = get_config()
+            method = c.distill.method
+            if method not in [s.label.split()[0] for s in out]:  # and its LSD base (workdir: the method's name)
+                base = c.distill.kwargs.get("base")
+                out.append(_from_config(f"{method} ({base})" if base else method, get_config))
     return out
 
 
@@ -325,10 +327,10 @@ def plot(rows: dict, metrics: dict, path: str, title: str, reference: tuple | No
 # -- the parts ---------------------------------------------------------------------------------------------
 
 def run_part(part: str, root: str, seeds: int, num_samples: int, steps: int | None = None,
-             only: tuple[str, ...] = ()) -> str:
+             only: tuple[str, ...] = (), suffix: str = "") -> str:
     """Train (or reuse) every student of ``part`` under ``root`` (``steps``: train steps instead of the
     configs'; ``only``: the students whose label starts with one of these), score it, time it; the part's
-    markdown."""
+    markdown (its plot: distill_<part><suffix>.png)."""
     studs = [s for s in students(part) if not only or s.label.split()[0] in only]
     config_of, workdirs, train_s = {}, {}, {}
     teacher_config = teacher_dir = None
@@ -350,7 +352,7 @@ def run_part(part: str, root: str, seeds: int, num_samples: int, steps: int | No
         workdirs[st.label] = os.path.join(root, f"{part}_{st.label.split()[0]}")
         train_s[st.label] = train_cached(c, workdirs[st.label])
     if part == "mixture":
-        reference_config = validate(config_of[studs[0].label])
+        reference_config = validate(students(part)[0].config())  # the CD student's network, also with --only
         reference_config.distill.method, reference_config.distill.teacher = "", ""
         reference_config.distill.kwargs, reference_config.mode = {}, "train"
         reference_config.train.loss.precond = "edm"  # the denoiser a trained mixture teacher would be
@@ -368,7 +370,7 @@ def run_part(part: str, root: str, seeds: int, num_samples: int, steps: int | No
             else "digits teacher configs/digits.py")
     title = (f"{part}: {what}; {num_samples} samples x {seeds} noise draws; cells: mean (worst draw)"
              + (f"; {steps} train steps (--quick)" if steps is not None else ""))
-    png = os.path.join(root, f"distill_{part}.png")
+    png = os.path.join(root, f"distill_{part}{suffix}.png")
     plot(rows, metrics, png, title, (f"teacher {REFERENCE[0]}", REFERENCE[1]) if part == "digits" else None)
     lines = [f"## {title}", "", md, ""]
     if part == "mixture":
@@ -386,12 +388,16 @@ def main(argv=None) -> str:
     p.add_argument("--quick", action="store_true", help=f"mixture only, {QUICK_STEPS} train steps, one noise draw")
     p.add_argument("--workdir", default="workdir/distill_bench", help="cache of the trained workdirs and outputs")
     p.add_argument("--parts", default=",".join(PARTS), help="comma-separated among " + ",".join(PARTS))
+    p.add_argument("--only", default="", help="comma-separated students (label's first word, e.g. lsd_plus): "
+                                              "rerun only their rows beside the teachers'")
     args = p.parse_args(argv)
     parts = ("mixture",) if args.quick else tuple(x for x in args.parts.split(",") if x)
     for part in parts:
         if part not in PARTS:
             raise ValueError(f"--parts entries must be among {list(PARTS)}, got {part!r}")
     root = os.path.join(args.workdir, "quick") if args.quick else args.workdir
+    only = tuple(x for x in args.only.split(",") if x)
+    suffix = "".join("_" + o for o in only)  # a partial rerun writes beside the full run's table and plots
     os.makedirs(root, exist_ok=True)
     out = [f"# Distilled students vs their teachers (bench/distill.py{' --quick' if args.quick else ''})", "",
            machine_lines(), f"- load average at start (1/5/15 min): {os.getloadavg()}", ""]
@@ -400,14 +406,15 @@ def main(argv=None) -> str:
         t0 = time.perf_counter()
         seeds = 1 if args.quick else SEEDS
         n = MIXTURE_SAMPLES if part == "mixture" else DIGITS_SAMPLES
-        md = run_part(part, root, seeds, n, QUICK_STEPS if args.quick else None)
+        md = run_part(part, root, seeds, n, QUICK_STEPS if args.quick else None, only, suffix)
         md += f"part wall time {time.perf_counter() - t0:.0f} s\n"
         print(md, flush=True)
         out.append(md)
     text = "\n".join(out)
-    with open(os.path.join(root, "distill.md"), "w") as f:
+    md_path = os.path.join(root, f"distill{suffix}.md")
+    with open(md_path, "w") as f:
         f.write(text)
-    print(f"wrote {os.path.join(root, 'distill.md')}")
+    print(f"wrote {md_path}")
     return text
 
 

@@ -16,33 +16,37 @@ Measured on 2 CPU cores shared with other jobs: 4000 steps in 108 s (load averag
 (load average ~10); the teacher's `make run` training (3500 steps) took 48 s. bench/distill.py
 compares the student with the teacher's own solvers.
 """
+from configs import digits
 from train.config import defaults
 
 TEACHER = "workdir/digits"  # the workdir of `make run` (launch.py's default for configs/digits.py)
 
 
-def get_config():
-    c = defaults()
+def student_of_digits():
+    """configs/digits.py (its data, schedule, prediction, network, batch, optimiser and evaluation sizes)
+    as a ``mode=distill`` config whose loss section is the default one (the method's objective is the loss)."""
+    c = digits.get_config()
     c.mode = "distill"
-    c.data.name = "digits"
-    c.schedule.name = "vp_linear"  # the teacher's schedule
-    c.predicts = "x0"  # the consistency function f(x, t)
-    c.model.name = "mlp"
-    c.model.kwargs = dict(hidden=512, depth=4, time_embedding="fourier", embed_dim=128, fourier_scale=1.0)
+    c.train.loss = defaults().train.loss
+    return c
+
+
+def get_config():
+    c = student_of_digits()  # the consistency function f(x, t) predicts x0 on the teacher's vp_linear schedule
     c.distill.method = "cd"
     c.distill.teacher = TEACHER
     c.distill.kwargs = dict(num_points=18, solver="heun", target_decay=0.95, sigma_data=0.75)
     c.train.num_steps = 4000
-    c.train.batch_size = 256
     c.train.lr = 2e-3
-    c.train.warmup_steps = 200
-    c.train.lr_schedule = "cosine"
-    c.train.ema_decay = 0.999
-    c.train.log_every = 100
-    c.train.checkpoint_every = 1000
     c.sampler.name = ("consistency",)
     c.sampler.nfe = (1, 2, 4, 8)
-    c.sampler.num_samples = 100
-    c.eval.num_samples = 1000
-    c.eval.metrics = ("swd", "mmd2")
+    return c
+
+
+def without_teacher(method: str, kwargs: dict):
+    """This config trained from data alone (consistency training: ``method`` "ct" / "ict" with ``kwargs``)."""
+    c = get_config()
+    c.distill.method = method
+    c.distill.teacher = ""
+    c.distill.kwargs = kwargs
     return c

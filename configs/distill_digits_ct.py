@@ -15,8 +15,4 @@ from configs import distill_digits_cd
 
 
 def get_config():
-    c = distill_digits_cd.get_config()
-    c.distill.method = "ct"
-    c.distill.teacher = ""
-    c.distill.kwargs = dict(s0=2, s1=150, mu0=0.9, sigma_data=0.75)
-    return c
+    return distill_digits_cd.without_teacher("ct", dict(s0=2, s1=150, mu0=0.9, sigma_data=0.75))

@@ -16,8 +16,5 @@ from configs import distill_digits_cd
 
 
 def get_config():
-    c = distill_digits_cd.get_config()
-    c.distill.method = "ict"
-    c.distill.teacher = ""
-    c.distill.kwargs = dict(s0=10, s1=320, p_mean=-1.1, p_std=2.0, distance="pseudo_huber", sigma_data=0.75)
-    return c
+    kwargs = dict(s0=10, s1=320, p_mean=-1.1, p_std=2.0, distance="pseudo_huber", sigma_data=0.75)
+    return distill_digits_cd.without_teacher("ict", kwargs)

@@ -2,7 +2,6 @@
 run on an exact 2-D mixture beating the teacher's own few-step solvers, exact resume, launch.py on a
 distilled workdir, and up-front ValueErrors."""
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -14,14 +13,11 @@ from configs import distill_gmm_cd
 from samplers import registry
 from samplers.core import sample
 from samplers.schedules import get_schedule
-from train import distill, distributed, jobs
-from train.checkpoint import Checkpointer
+from tests.distill_utils import assert_students_beat_teacher, restored_state
+from train import distill, jobs
 from train.config import build_network, validate
-from train.data import load, mixture_of
 from train.distill import consistency as cm
-from train.distill import quality
-from train.loop import CHECKPOINT_DIR, restore_or_init
-from train.optim import make_optimizer
+from train.loop import CHECKPOINT_DIR
 
 # -- curricula --------------------------------------------------------------------------------------
 
@@ -100,52 +96,9 @@ def test_consistency_function_boundary_and_sampler():
 
 # -- a short CD run against the teacher -------------------------------------------------------------
 
-NFES = (1, 2, 4)
-TEACHER_SOLVERS = ("ddim", "dpm_solver_pp_2m")
-
-
-def _quality(config, workdir, z, key, reference, sampler="consistency"):
-    """(student scores by NFE, teacher scores by (solver, NFE)) of the student in ``workdir`` sampled
-    by ``sampler`` and the exact teacher's TEACHER_SOLVERS, from the same noise z and key."""
-    config = validate(config)
-    network = build_network(config)
-    params, _ = jobs.load_params(config, workdir)
-    gmm = mixture_of(config.data.kwargs)
-    k_swd = jax.random.PRNGKey(3)
-    student = {n: quality.scores(gmm, quality.student_sampler(config, network, params, sampler, n)(z, key),
-                                 reference, k_swd) for n in NFES}
-    teacher = {(s, n): quality.scores(gmm, quality.teacher_sampler(gmm, s, n)(z, key), reference, k_swd)
-               for s in TEACHER_SOLVERS for n in NFES}
-    return student, teacher
-
-
-def beats_teacher(student, teacher, margin_swd=0.5, margin_ll=0.75) -> bool:
-    """At every NFE: student SW < margin_swd x the best teacher SW and log-lik gap < margin_ll x the best gap."""
-    ok = True
-    for n in NFES:
-        best_swd = min(teacher[s, n]["swd"] for s in TEACHER_SOLVERS)
-        best_gap = min(teacher[s, n]["log_lik_gap"] for s in TEACHER_SOLVERS)
-        ok &= student[n]["swd"] < margin_swd * best_swd and student[n]["log_lik_gap"] < margin_ll * best_gap
-    return bool(ok)
-
-
 def test_cd_students_beat_the_teachers_solvers_at_equal_nfe(tmp_path):
-    config = distill_gmm_cd.get_config()
-    config.train.checkpoint_every = config.train.num_steps  # 6000 steps, ~15 s on 2 CPU cores
-    gmm_kw = config.data.kwargs
-    reference = load("gmm", "test", **{**dict(gmm_kw), "n": 4000}).x
-    z = jax.random.normal(jax.random.PRNGKey(5), (4000, 2))
-    key = jax.random.PRNGKey(1)
-    # control: the same check on an undertrained student (60 steps) fails
-    early = distill_gmm_cd.get_config()
-    early.train.num_steps, early.train.checkpoint_every = 60, 60
-    jobs.train(early, str(tmp_path / "early"))
-    student, teacher = _quality(early, str(tmp_path / "early"), z, key, reference)
-    assert not beats_teacher(student, teacher), student
-    jobs.train(config, str(tmp_path / "full"))
-    student, teacher = _quality(config, str(tmp_path / "full"), z, key, reference)
-    print({n: student[n] for n in NFES}, teacher)
-    assert beats_teacher(student, teacher), (student, teacher)
+    """6000 steps (~15 s on 2 CPU cores); an undertrained student (60 steps) fails the same check."""
+    assert_students_beat_teacher(distill_gmm_cd.get_config, "consistency", tmp_path)
 
 
 # -- resume, launch, errors -------------------------------------------------------------------------
@@ -164,23 +117,12 @@ def _tiny(method, steps):
     return c
 
 
-def _state(config, workdir):
-    config = validate(config)
-    network = build_network(config)
-    ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR))
-    method = distill.method_of(config, network, with_teacher=False)
-    state, _ = restore_or_init(network, make_optimizer(config.train)[0], config.seed, distributed.make_mesh(), ckpt,
-                               method.init_state)
-    ckpt.close()
-    return state
-
-
 @pytest.mark.parametrize("method", ["cd", "ct", "ict"])
 def test_resumed_distillation_equals_uninterrupted(tmp_path, method):
     jobs.train(_tiny(method, 20), str(tmp_path / "once"))
     jobs.train(_tiny(method, 10), str(tmp_path / "twice"))
     jobs.train(_tiny(method, 20), str(tmp_path / "twice"))  # resumes at step 10: N(k), mu(k), target from the state
-    a, b = _state(_tiny(method, 20), str(tmp_path / "once")), _state(_tiny(method, 20), str(tmp_path / "twice"))
+    a, b = restored_state(_tiny(method, 20), str(tmp_path / "once")), restored_state(_tiny(method, 20), str(tmp_path / "twice"))
     assert int(a.step) == int(b.step) == 20
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -13,10 +13,9 @@ from configs import distill_gmm_sfd
 from samplers import registry
 from samplers.core import sample
 from samplers.schedules import get_schedule
-from tests.test_distill_cm import _quality as cm_quality, _state, beats_teacher
+from tests.distill_utils import assert_students_beat_teacher, restored_state
 from train import distill, jobs
 from train.config import build_network, validate
-from train.data import load
 from train.optim import make_optimizer
 
 
@@ -49,26 +48,10 @@ def test_sampler_is_euler_after_an_analytical_first_step():
 
 # -- SFD-v of the exact mixture against the teacher's solvers ------------------------------------------
 
-def _quality(config, workdir, z, key, reference):
-    return cm_quality(config, workdir, z, key, reference, sampler="sfd")
-
-
 def test_sfdv_students_beat_the_teachers_solvers_at_equal_nfe(tmp_path):
     """One SFD-v network for 1, 2 and 4 calls (3000 steps, ~20 s): SW < 0.5x and log-lik gap < 0.75x the
     best of DDIM / DPM-Solver++(2M) at the same NFE; an undertrained student (60 steps) fails the same check."""
-    config = distill_gmm_sfd.get_config()
-    config.train.checkpoint_every = config.train.num_steps
-    reference = load("gmm", "test", **{**dict(config.data.kwargs), "n": 4000}).x
-    z = jax.random.normal(jax.random.PRNGKey(5), (4000, 2))
-    key = jax.random.PRNGKey(1)
-    early = distill_gmm_sfd.get_config()
-    early.train.num_steps, early.train.checkpoint_every = 60, 60
-    jobs.train(early, str(tmp_path / "early"))
-    assert not beats_teacher(*_quality(early, str(tmp_path / "early"), z, key, reference))
-    jobs.train(config, str(tmp_path / "full"))
-    student, teacher = _quality(config, str(tmp_path / "full"), z, key, reference)
-    print(student, teacher)
-    assert beats_teacher(student, teacher), (student, teacher)
+    assert_students_beat_teacher(distill_gmm_sfd.get_config, "sfd", tmp_path)
 
 
 # -- resume, launch, errors -------------------------------------------------------------------------
@@ -99,7 +82,7 @@ def test_student_of_a_teacher_workdir_copy_resume_and_launch(tmp_path):
     jobs.train(tiny(20), str(tmp_path / "once"))
     jobs.train(tiny(10), str(tmp_path / "twice"))
     jobs.train(tiny(20), str(tmp_path / "twice"))  # resumes at step 10
-    a, b = _state(tiny(20), str(tmp_path / "once")), _state(tiny(20), str(tmp_path / "twice"))
+    a, b = restored_state(tiny(20), str(tmp_path / "once")), restored_state(tiny(20), str(tmp_path / "twice"))
     assert int(a.step) == int(b.step) == 20
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -10,11 +10,10 @@ from configs import distill_gmm_shortcut
 from samplers import registry
 from samplers.core import sample
 from samplers.schedules import get_schedule
-from train import distill, jobs
+from tests.distill_utils import assert_students_beat_teacher
+from train import distill
 from train.config import build_network, validate
-from train.data import load
 from train.distill.shortcut import step_condition
-from tests.test_distill_cm import _quality as cm_quality, beats_teacher
 
 
 def test_sampler_is_euler_with_step_one_over_steps():
@@ -57,24 +56,9 @@ def test_student_model_fn_is_conditioned_on_d():
         fn(params, "shortcut", 5)
 
 
-def _quality(config, workdir, z, key, reference):
-    return cm_quality(config, workdir, z, key, reference, sampler="shortcut")
-
-
 def test_shortcut_students_beat_the_teachers_solvers_at_equal_nfe(tmp_path):
-    config = distill_gmm_shortcut.get_config()
-    config.train.checkpoint_every = config.train.num_steps  # 6000 steps
-    reference = load("gmm", "test", **{**dict(config.data.kwargs), "n": 4000}).x
-    z = jax.random.normal(jax.random.PRNGKey(5), (4000, 2))
-    key = jax.random.PRNGKey(1)
-    early = distill_gmm_shortcut.get_config()  # control: an undertrained student fails the same check
-    early.train.num_steps, early.train.checkpoint_every = 60, 60
-    jobs.train(early, str(tmp_path / "early"))
-    assert not beats_teacher(*_quality(early, str(tmp_path / "early"), z, key, reference))
-    jobs.train(config, str(tmp_path / "full"))
-    student, teacher = _quality(config, str(tmp_path / "full"), z, key, reference)
-    print(student, teacher)
-    assert beats_teacher(student, teacher), (student, teacher)
+    """6000 steps; an undertrained student (60 steps) fails the same check."""
+    assert_students_beat_teacher(distill_gmm_shortcut.get_config, "shortcut", tmp_path)
 
 
 def test_trained_from_scratch_through_launch_and_bad_step_counts(tmp_path):

@@ -1,26 +1,31 @@
 """LSD and LSD+ (Fu et al. 2025, "Learnable Sampler Distillation for Discrete Diffusion Models"),
 here for continuous models, as objectives of the one train loop (methods ``"lsd"``, ``"lsd_plus"``).
 
-The student is the frozen teacher sampled by a base solver (``samplers.ode.lsd``: DDIM's eps form)
-with N model calls, each step's model output scaled by a learnt coefficient c_i (initialised at 1,
-i.e. plain DDIM). LSD+ also learns the N - 1 inner model times, parameterised as
-``samplers.ode.learnt_grid`` does (lambda_k = lambda_0 + (lambda(t_min) - lambda_0) sum_{j<k}
-softmax([u, 0])_j: any u is a valid decreasing grid), started from ``spacing``. The train state's
-parameters are {"coef": (N,), "u": (N - 1,)} (u stays at its start for LSD).
+The student is the frozen teacher sampled by a base solver of the multistep engine with N model
+calls and a learnt coefficient table (``samplers.ode.lsd``; ``distill.kwargs.base``): ``"ddim_eps"``
+scales each step's eps by a learnt c_i (initialised at 1: plain DDIM, last step to sigma = 0);
+``"dpm_solver_pp_2m"`` adds learnt corrections (dA_i, dB_i0, dB_i1) to DPM-Solver++(2M)'s table
+(initialised at 0: the student is the teacher's own 2M at N calls, ending at t_min). LSD+ also learns
+the N - 1 inner times, parameterised as ``samplers.ode.learnt_grid`` does (lambda_k = lambda_0 +
+(lambda(t_min) - lambda_0) sum_{j<k} softmax([u, 0])_j: any u is a valid decreasing grid), started
+from ``spacing``. The train state's parameters are {"coef": (N,) or (N, 3), "u": (N - 1,)} (u stays
+at its start for LSD).
 
 Loss (per batch, from x_T = init_scale z): the teacher integrates from x_T with ``teacher_substeps``
 first-order data-prediction steps (DDIM, uniform in log-SNR) inside every student interval, so its
-trajectory is read at the student's own times t_1..t_{N-1} and at sigma = 0 (the last interval ends
-at t_min, then one step to sigma = 0); the student runs its N steps from the same x_T, and the loss
-is the mean over the N steps of the mean squared distance between the student's x_{i+1} and the
-teacher's. Gradients flow through the whole student trajectory (and, for LSD+, through the times
-of both trajectories).
+trajectory is read at the student's own times t_1..t_{N-1} and at the base's end (the last interval
+ends at t_min; for ddim_eps one more step to sigma = 0); the student runs its N steps from the same
+x_T, and the loss is the mean over the N steps of the mean squared distance between the student's
+x_{i+1} and the teacher's, the last step's term weighted by ``final_weight`` (1: the plain mean;
+the discrete trainer's knob of the same name). Gradients flow through the whole student trajectory
+(and, for LSD+, through the times of both trajectories).
 
 Reuse by other bases (e.g. a discrete sampler exposing per-step coefficients): the trainer only
 needs ``_times`` (the grid of the parameters), ``_student`` (the N intermediates from x_T) and
-``_teacher`` (the targets at the same times); a base supplies those three.
+``_teacher`` (the targets at the same times); a base supplies those three. The continuous bases
+differ only in ``samplers.ode.lsd.tables`` (and where their grid ends).
 
-Sampling: the learnt state is an artefact (``artefact_of``: times, coefficients) loaded into a
+Sampling: the learnt state is an artefact (``artefact_of``: times, coefficients, base) loaded into a
 ``Sampler`` by ``samplers.ode.lsd.lsd_sampler``; ``save_artefact`` / ``load_artefact`` write / read it
 with orbax (``learnt_grid.save_grid``). ``launch.py`` sample / eval build that sampler from the
 workdir's checkpoint (``DistillMethod.sampler``; ``sampler.name="lsd"``).
@@ -37,15 +42,15 @@ import numpy as np
 import optax
 
 from samplers.grids import time_grid
-from samplers.ode.common import check_choice
+from samplers.ode.common import check_choice, combine
 from samplers.ode.learnt_grid import load_grid, params_from_grid, save_grid
-from samplers.ode.lsd import BASE, lsd_sampler, step_tables
+from samplers.ode.lsd import BASES, FINAL_ZERO, SPACE, initial_coef, lsd_sampler, tables
 from samplers.param import as_prediction
 from samplers.schedules import Schedule
 from train.distill import DistillMethod, register
 from train.loop import TrainState, apply_gradients
 
-DEFAULTS = dict(nfe=4, spacing="logsnr", teacher_substeps=32)
+DEFAULTS = dict(nfe=4, spacing="logsnr", teacher_substeps=32, base="ddim_eps", final_weight=1.0)
 SPACINGS = ("logsnr", "karras", "uniform", "quadratic")
 ARTEFACT = "lsd_artefact"  # the artefact's folder in a workdir (``save_artefact``)
 
@@ -64,12 +69,17 @@ class LSDTrainer:
     def frozen(self):
         return self.teacher.params if self.teacher is not None else ()
 
+    @property
+    def base(self) -> str:
+        return self.opts["base"]
+
     def initial_params(self) -> dict:
-        """{"coef": ones (N,), "u": (N - 1,)} of the start grid (``spacing``)."""
+        """{"coef": the base's own coefficients (``samplers.ode.lsd.initial_coef``), "u": (N - 1,) of the start
+        grid (``spacing``: N model times then sigma = 0 for ddim_eps, N steps to t_min for dpm_solver_pp_2m)."""
         sch, n = self.schedule, self.opts["nfe"]
-        start = time_grid(sch, n, self.opts["spacing"], final="zero")
+        start = time_grid(sch, n, self.opts["spacing"], final="zero" if FINAL_ZERO[self.base] else None)
         u = params_from_grid(sch, start, sch.t_min)
-        return {"coef": jnp.ones((n,), jnp.float32), "u": jnp.asarray(u, jnp.float32)}
+        return {"coef": jnp.asarray(initial_coef(self.base, n), jnp.float32), "u": jnp.asarray(u, jnp.float32)}
 
     def init_state(self, network, tx, key):
         del network, key  # the student is the frozen teacher: its parameters are the sampler's
@@ -77,51 +87,70 @@ class LSDTrainer:
         return TrainState(jnp.zeros((), jnp.int32), params, jax.tree_util.tree_map(jnp.copy, params), tx.init(params))
 
     # -- the three pieces of a base (module docstring) ---------------------------------------------
-    def _times(self, params):
-        """(t (N,), alpha (N + 1,), sigma (N + 1,)): the N model times, then sigma = 0 (jnp, traced u)."""
+    def _times(self, params, xp=jnp):
+        """(t (N,), alpha, sigma, lambda (N + 1,)): the N model times t_max, then the N - 1 inner times; the
+        grid's last point is t_min (dpm_solver_pp_2m) or sigma = 0 after it (ddim_eps: alpha = 1, lambda =
+        inf). jnp with traced u, or numpy float64 (``artefact_of``)."""
         sch = self.schedule
-        u = params["u"] if self.learn_steps else jax.lax.stop_gradient(params["u"])
-        w = jax.nn.softmax(jnp.append(u, 0.0))
+        u = params["u"] if self.learn_steps or xp is np else jax.lax.stop_gradient(params["u"])
+        v = xp.append(u, 0.0)
+        w = jax.nn.softmax(v) if xp is jnp else np.exp(v - v.max()) / np.exp(v - v.max()).sum()
         lam0, lam1 = float(sch.lambda_(np.float64(sch.t_max))), float(sch.lambda_(np.float64(sch.t_min)))
-        inner = sch.t_from_lambda(lam0 + (lam1 - lam0) * jnp.cumsum(w)[:-1])
-        t = jnp.concatenate([jnp.full((1,), sch.t_max, u.dtype), inner])
-        return t, jnp.append(sch.alpha(t), 1.0), jnp.append(sch.sigma(t), 0.0)
+        inner = sch.t_from_lambda(lam0 + (lam1 - lam0) * xp.cumsum(w)[:-1])
+        t = xp.concatenate([xp.full((1,), sch.t_max, u.dtype), inner])
+        if FINAL_ZERO[self.base]:
+            return t, xp.append(sch.alpha(t), 1.0), xp.append(sch.sigma(t), 0.0), xp.append(sch.lambda_(t), np.inf)
+        end = xp.append(t, sch.t_min)
+        return t, sch.alpha(end), sch.sigma(end), sch.lambda_(end)
 
-    def _student(self, params, eps_fn, x, times):
-        t, alpha, sigma = times
-        A, B = step_tables(alpha, sigma)
-        out = []
-        for i in range(self.opts["nfe"]):
-            x = A[i] * x + B[i] * params["coef"][i] * eps_fn(x, t[i])
-            out.append(x)
-        return out
+    def _student(self, params, out_fn, x, times):
+        """The N student states from x, stacked (``out_fn``: the model in the base's space; one scan over
+        the steps with the K = B.shape[1] latest outputs as its history, as ``linear_multistep`` keeps it)."""
+        t, alpha, sigma, lam = times
+        A, B = tables(self.base, alpha, sigma, lam, params["coef"])
+
+        def step(carry, row):
+            x, hist = carry
+            ti, a, b = row
+            hist = jnp.concatenate([out_fn(x, ti)[None], hist[:-1]])
+            x = a * x + combine(b, hist)
+            return (x, hist), x
+
+        hist = jnp.zeros((B.shape[1],) + x.shape, x.dtype)
+        return jax.lax.scan(step, (x, hist), (t, A, B))[1]
 
     def _teacher(self, x0_fn, x, times):
-        """The teacher's trajectory at the student's times (data-prediction DDIM sub-steps)."""
+        """The teacher's trajectory at the student's times (data-prediction DDIM sub-steps; one scan over
+        the intervals of a scan over their sub-steps, so the model is traced once)."""
         sch, k = self.schedule, self.opts["teacher_substeps"]
         t = jnp.append(times[0], sch.t_min)
-        out = []
-        for i in range(self.opts["nfe"]):
-            lam = jnp.linspace(sch.lambda_(t[i]), sch.lambda_(t[i + 1]), k + 1)
-            ts = sch.t_from_lambda(lam)
-            a, s = sch.alpha(ts), sch.sigma(ts)
-            rows = (ts[:-1], s[1:] / s[:-1], a[1:] - s[1:] * a[:-1] / s[:-1])
-            x = jax.lax.scan(lambda x, r: (r[1] * x + r[2] * x0_fn(x, r[0]), None), x, rows)[0]
-            out.append(x)
-        out[-1] = x0_fn(x, sch.t_min)  # t_min -> sigma = 0
+        lam = jax.vmap(lambda a, b: jnp.linspace(a, b, k + 1))(sch.lambda_(t[:-1]), sch.lambda_(t[1:]))
+        ts = sch.t_from_lambda(lam)
+        a, s = sch.alpha(ts), sch.sigma(ts)
+        rows = (ts[:, :-1], s[:, 1:] / s[:, :-1], a[:, 1:] - s[:, 1:] * a[:, :-1] / s[:, :-1])  # (N, k) each
+
+        def interval(x, r):
+            x = jax.lax.scan(lambda x, q: (q[1] * x + q[2] * x0_fn(x, q[0]), None), x, r)[0]
+            return x, x
+
+        x, ends = jax.lax.scan(interval, x, rows)
+        out = list(ends)
+        if FINAL_ZERO[self.base]:
+            out[-1] = x0_fn(x, sch.t_min)  # t_min -> sigma = 0
         return out
 
     def trajectory_error(self, params, x_t, frozen):
         """The loss: mean over the N steps of the mean squared distance between the student's x_{i+1}
-        and the teacher's (both from ``x_t`` at t_max)."""
+        and the teacher's (both from ``x_t`` at t_max), the last step's term times ``final_weight``."""
         teacher, sch = self.teacher, self.schedule
         model = teacher.model_fn(frozen)
         times = self._times(params)
         target = self._teacher(as_prediction(model, sch, teacher.predicts, "x0"), x_t, times)
         if not self.learn_steps:
             target = jax.lax.stop_gradient(target)
-        student = self._student(params, as_prediction(model, sch, teacher.predicts, "eps"), x_t, times)
-        return jnp.mean(jnp.stack([jnp.mean(jnp.square(s - g)) for s, g in zip(student, target)]))
+        student = self._student(params, as_prediction(model, sch, teacher.predicts, SPACE[self.base]), x_t, times)
+        per_step = jnp.stack([jnp.mean(jnp.square(s - g)) for s, g in zip(student, target)])
+        return jnp.mean(per_step.at[-1].multiply(self.opts["final_weight"]))
 
     def train_step(self, network, tx, decay: float, warmup: bool = True) -> Callable:
         def step(state, batch, key, frozen):
@@ -133,9 +162,11 @@ class LSDTrainer:
         return step
 
     def artefact_of(self, params) -> dict:
-        """The sampler artefact {"t", "coef", "base"} of the parameters ``params``."""
-        t, _, _ = self._times(jax.tree_util.tree_map(jnp.asarray, params))
-        return {"t": np.asarray(t, np.float64), "coef": np.asarray(params["coef"], np.float64), "base": BASE}
+        """The sampler artefact {"t", "coef", "base"} of the parameters ``params`` (times in float64)."""
+        params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+        t = self._times(params, np)[0]
+        return {"t": t if FINAL_ZERO[self.base] else np.append(t, self.schedule.t_min), "coef": params["coef"],
+                "base": self.base}
 
 
 # -- artefacts ---------------------------------------------------------------------------------------
@@ -173,16 +204,18 @@ def options(config) -> dict:
 
 
 def check(config) -> None:
-    from train.config import build_schedule, check_int
+    from train.config import build_schedule, check_float, check_int
 
     o = options(config)
     check_int("distill.kwargs.nfe", o["nfe"], 2 if config.distill.method == "lsd_plus" else 1)
     check_int("distill.kwargs.teacher_substeps", o["teacher_substeps"], 1)
     check_choice("distill.kwargs.spacing", o["spacing"], SPACINGS)
+    check_choice("distill.kwargs.base", o["base"], BASES)
+    check_float("distill.kwargs.final_weight", o["final_weight"], 0.0)
     sch = build_schedule(config)
     if not float(sch.alpha(np.float64(sch.t_max))) > 0.0 or not float(sch.sigma(np.float64(sch.t_min))) > 0.0:
-        raise ValueError(f"LSD's eps step needs alpha > 0 and sigma > 0 on the schedule's range: schedule "
-                         f"{sch.name!r} fails at an end")
+        raise ValueError(f"LSD's {SPACE[o['base']]} step needs alpha > 0 and sigma > 0 on the schedule's range: "
+                         f"schedule {sch.name!r} fails at an end")
     nfes = config.sampler.nfe if isinstance(config.sampler.nfe, (tuple, list)) else (config.sampler.nfe,)
     if any(n != o["nfe"] for n in nfes):
         raise ValueError(f"sampler.nfe must be distill.kwargs.nfe={o['nfe']} (the learnt sampler's budget), got "

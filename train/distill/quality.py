@@ -49,13 +49,15 @@ def teacher_sampler(gmm, solver: str, nfe: int, schedule_name: str = TEACHER_SCH
 
 
 def student_sampler(config, network, params, name: str, nfe: int) -> Callable:
-    """``fn(z, key) -> samples`` of the distilled student of ``config`` with sampler ``name`` at ``nfe`` calls."""
+    """``fn(z, key) -> samples`` of the distilled student of ``config`` with sampler ``name`` at ``nfe`` calls
+    (the student's learnt sampler if its method learns one, ``distill.student_sampler``: LSD)."""
     from train import distill
     from train.config import build_schedule
     from train.jobs import init_scale
 
     schedule = build_schedule(config)
-    smp = registry.build(name, schedule, nfe, config.predicts, spacing=config.sampler.spacing,
-                         final=config.sampler.final)
+    learnt = distill.student_sampler(config, params)
+    smp = (registry.build(name, schedule, nfe, config.predicts, spacing=config.sampler.spacing,
+                          final=config.sampler.final) if learnt is None else learnt(name, nfe))
     model_fn = distill.student_model_fn(config, network)(params, name, nfe)
     return _runner(smp, model_fn, init_scale(schedule))
