@@ -147,8 +147,8 @@ def time_parallel(sampler: Sampler, window: int, tol: float | None = None, scale
     (pass ``DEFAULT_TOL["sde"]`` for a stochastic sampler without one: momentum, PC, time-shift);
     ``scale`` should be ``step_scale(grid[, noise])``; the ``update`` rule,
     the ``slope`` of the increments update (``"one"``, ``"secant"``, ``"tangent"``, ``"jacobian"``: the
-    model must be differentiable; ``"jacobian"`` costs d JVPs per point and round, for small d), and an optional mesh (``mesh.window_mesh``) whose ``window_axis`` size
-    divides ``window``."""
+    model must be differentiable; ``"jacobian"`` costs d JVPs per point and round, for small d), and an
+    optional mesh (``mesh.window_mesh``) whose ``window_axis`` size divides ``window``."""
     if not isinstance(sampler, Sampler):
         raise ValueError(f"sampler must be a samplers.core.Sampler, got {type(sampler).__name__}")
     window = control.check_window(window, sampler.num_steps)
