@@ -27,13 +27,11 @@ and samplers bounded as alpha -> 1 (an x0 guess that ignores y makes s ~ 1 / t a
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from samplers import registry
 from samplers.core import sample as run_sampler
@@ -180,9 +178,7 @@ def build_sampler(config, network: TokenNetwork, name: str, nfe: int):
 def generator(config, network: TokenNetwork, params, mesh):
     """``gen(name, nfe, n) -> (samples (n, *event_shape) float32 numpy, nfe used)`` as ``train.jobs.generator``:
     tokens from an all-masked (masked model) or uniform start, dequantised; the same keys for every sampler."""
-    batch = config.sampler.batch_size - config.sampler.batch_size % mesh.size
-    if batch < 1:
-        raise ValueError(f"sampler.batch_size must be >= the number of devices ({mesh.size})")
+    batch = distributed.sampling_batch(config.sampler.batch_size, mesh)
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
     data_sh = distributed.batch_sharded(mesh)
     masked = NOISE[config.train.loss.kind] == "mask"
@@ -201,10 +197,7 @@ def generator(config, network: TokenNetwork, params, mesh):
             out = run_sampler(smp, model_of(config, network, network.model_fn(p)), x, k)
             return out.x, out.nfe
 
-        chunks, used = [], 0
-        for b in range(math.ceil(n / batch)):
-            tokens, used = draw(params, jax.random.fold_in(key, b))
-            chunks.append(np.asarray(multihost_utils.process_allgather(tokens, tiled=True)))
-        return from_tokens(np.concatenate(chunks)[:n], network.vocab_size, network.event_shape), int(used)
+        tokens, used = distributed.draw_batches(draw, params, key, n, batch)
+        return from_tokens(tokens, network.vocab_size, network.event_shape), used
 
     return gen

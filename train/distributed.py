@@ -20,10 +20,12 @@ with ``jax.make_array_from_process_local_data``.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -103,6 +105,24 @@ def global_batch(local: np.ndarray, mesh: Mesh) -> jax.Array:
     sharding = batch_sharded(mesh)
     shape = (local.shape[0] * jax.process_count(),) + local.shape[1:]
     return jax.make_array_from_process_local_data(sharding, local, shape)
+
+
+def sampling_batch(requested: int, mesh: Mesh) -> int:
+    """The largest multiple of the device count <= ``requested`` (``sampler.batch_size``), else a ValueError."""
+    batch = requested - requested % mesh.size
+    if batch < 1:
+        raise ValueError(f"sampler.batch_size must be >= the number of devices ({mesh.size})")
+    return batch
+
+
+def draw_batches(draw, params, key, n: int, batch: int) -> tuple[np.ndarray, int]:
+    """``n`` samples from ``draw(params, key_b) -> (samples (batch, ...) sharded, nfe)`` called with
+    ``fold_in(key, b)`` for b = 0, 1, ..., gathered over processes: (the first n rows, the last nfe)."""
+    chunks, used = [], 0
+    for b in range(math.ceil(n / batch)):
+        x, used = draw(params, jax.random.fold_in(key, b))
+        chunks.append(np.asarray(multihost_utils.process_allgather(x, tiled=True)))
+    return np.concatenate(chunks)[:n], int(used)
 
 
 def is_main() -> bool:

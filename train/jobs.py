@@ -27,7 +27,6 @@ import time
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
 from samplers import registry
 from samplers.core import sample as run_sampler
@@ -113,9 +112,7 @@ def generator(config, network, params, mesh):
     objective = build_objective(config, schedule)
     scale = init_scale(schedule)
     shape = network.event_shape
-    batch = config.sampler.batch_size - config.sampler.batch_size % mesh.size
-    if batch < 1:
-        raise ValueError(f"sampler.batch_size must be >= the number of devices ({mesh.size})")
+    batch = distributed.sampling_batch(config.sampler.batch_size, mesh)
     noise_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
     data_sh = distributed.batch_sharded(mesh)
     if config.distill.method:  # a distilled student: its own model_fn per sampler and NFE
@@ -138,11 +135,7 @@ def generator(config, network, params, mesh):
             out = run_sampler(smp, model_of(p, name, nfe), x, ks)
             return out.x, out.nfe
 
-        chunks, used = [], 0
-        for b in range(math.ceil(n / batch)):
-            x, used = draw(params, jax.random.fold_in(noise_key, b))
-            chunks.append(np.asarray(multihost_utils.process_allgather(x, tiled=True)))
-        return np.concatenate(chunks)[:n], int(used)
+        return distributed.draw_batches(draw, params, noise_key, n, batch)
 
     return gen
 
