@@ -79,6 +79,16 @@ def scaled_init(scale: float):
     return nn.initializers.variance_scaling(scale, "fan_avg", "uniform")
 
 
+def cached_block(module: nn.Module, h, call: Callable, refresh, cache, index: int):
+    """(``call(module, h)``, 1 evaluation); given a ``cache`` (block outputs of an earlier call) and the
+    boolean ``refresh``, block caching (``samplers.addons.cache``): ``nn.cond`` on refresh[index] between
+    evaluating the block (1) and reusing cache[index] (0). The DiT's and the UNet's blocks go through it."""
+    if refresh is None or cache is None:
+        return call(module, h), 1
+    return nn.cond(refresh[index], lambda m, h, old: (call(m, h), 1), lambda m, h, old: (old, 0), module, h,
+                   cache[index])
+
+
 def init_params(module: nn.Module, key, input_shape) -> dict:
     """The ``params`` of ``module`` for inputs of shape ``input_shape`` (without the batch axis)."""
     x = jnp.zeros((1, *input_shape), jnp.float32)

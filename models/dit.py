@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from models.common import batch_times, multi_head_attention, sinusoidal_embedding
+from models.common import batch_times, cached_block, multi_head_attention, sinusoidal_embedding
 
 
 def patchify(x, p: int):
@@ -133,11 +133,7 @@ class DiT(nn.Module):
         outputs, evals = [], jnp.zeros((), jnp.int32)
         for i in range(self.depth):
             block = DiTBlock(self.hidden, self.num_heads, self.mlp_ratio, name=f"block_{i}")
-            if refresh is None or cache is None:
-                h, n = block(h, c), 1
-            else:
-                h, n = nn.cond(refresh[i], lambda m, h, c, old: (m(h, c), 1), lambda m, h, c, old: (old, 0),
-                               block, h, c, cache[i])
+            h, n = cached_block(block, h, lambda m, h: m(h, c), refresh, cache, i)
             outputs.append(h)
             evals = evals + n
 

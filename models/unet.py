@@ -28,7 +28,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from models.common import batch_times, fourier_embedding, multi_head_attention, scaled_init, sinusoidal_embedding
+from models.common import (batch_times, cached_block, fourier_embedding, multi_head_attention, scaled_init,
+                           sinusoidal_embedding)
 from samplers.ode.common import check_choice
 
 RESBLOCKS = ("ddpm", "biggan")
@@ -186,11 +187,7 @@ class UNet(nn.Module):
             """module's output at h through call(m, h) (cached: reused where refresh is False)."""
             if refresh is None:
                 return call(module, h)
-            if cache is None:
-                h, n = call(module, h), 1
-            else:
-                h, n = nn.cond(refresh[len(outputs)], lambda m, h, old: (call(m, h), 1),
-                               lambda m, h, old: (old, 0), module, h, cache[len(outputs)])
+            h, n = cached_block(module, h, call, refresh, cache, len(outputs))
             outputs.append(h)
             evals.append(n)
             return h
