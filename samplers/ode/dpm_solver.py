@@ -45,7 +45,7 @@ from samplers.ode.common import check_choice, check_grid, check_order, predictor
 from samplers.ode.exponential import exp_coefs
 from samplers.ode.multistep import linear_multistep, multistep_orders
 from samplers.ode.singlestep import explicit_stages
-from samplers.schedules import Schedule
+from samplers.schedules import Schedule, xp_of
 
 ORDERS = (1, 2, 3)
 METHODS = ("singlestep", "multistep")
@@ -92,32 +92,39 @@ def singlestep_coefs(space: str, solver_type: str, order: int, p_s, p_t, mids=()
 
 def multistep_tables(grid: TimeGrid, space: str, orders: np.ndarray, solver_type: str,
                      third_order: str = "reference"):
-    """(A (N,), B (N, K)) of multistep DPM-Solver(++) for ``linear_multistep``; K = max order.
+    """(A (N,), B (N, K)) of multistep DPM-Solver(++) for ``linear_multistep`` on ``grid``; K = max order
+    (``multistep_rows`` on the grid's points)."""
+    A, B = multistep_rows(grid.alpha, grid.sigma, grid.lam, space, orders, solver_type, third_order)
+    return A, B[:, :int(max(orders))]
+
+
+def multistep_rows(alpha, sigma, lam, space: str, orders, solver_type: str, third_order: str = "reference"):
+    """(A (N,), B (N, 3)) of multistep DPM-Solver(++) between the N + 1 points (alpha, sigma, lambda),
+    numpy (build time) or jnp (times that may be traced: LSD+ differentiates through them).
     With r0 = h_(i-1)/h_i, r1 = h_(i-2)/h_i: D1_0 = (m_i - m_(i-1))/r0, D1_1 = (m_(i-1) - m_(i-2))/r1;
     order 2 adds 0.5 c_1 D1_0 ("dpmsolver") or c_2 D1_0 ("taylor"); order 3 adds c_2 D_1 + w c_3 D_2
     with D_1 = D1_0 + r0/(r0 + r1)(D1_0 - D1_1) ~ h m', D_2 = (D1_0 - D1_1)/(r0 + r1) ~ h^2 m''/2:
     w = 1 in the reference code and diffusers (``third_order="reference"``: only half the second
     Taylor term, so the local error stays O(h^3)), w = 2 for the Taylor-consistent third order."""
-    n, k = grid.num_steps, int(max(orders))
-    lam = grid.lam
-    pts = list(zip(grid.alpha, grid.sigma, lam))
-    A, B = np.zeros(n), np.zeros((n, 3))
+    xp = xp_of(alpha, sigma, lam)
+    A, B = [], []
     for i, p in enumerate(orders):
-        A[i], c = exp_coefs(space, pts[i], pts[i + 1], int(p))
-        B[i, 0] = c[0]
-        if p == 1:
-            continue
-        h = lam[i + 1] - lam[i]
-        r0 = (lam[i] - lam[i - 1]) / h
-        d10 = np.array([1.0, -1.0, 0.0]) / r0
+        a, c = exp_coefs(space, (alpha[i], sigma[i], lam[i]), (alpha[i + 1], sigma[i + 1], lam[i + 1]), int(p))
+        row = xp.asarray([1.0, 0.0, 0.0]) * c[0]
+        if p >= 2:
+            h = lam[i + 1] - lam[i]
+            r0 = (lam[i] - lam[i - 1]) / h
+            d10 = xp.asarray([1.0, -1.0, 0.0]) / r0
         if p == 2:
-            B[i] += (0.5 * c[0] if solver_type == "dpmsolver" else c[1]) * d10
-            continue
-        r1 = (lam[i - 1] - lam[i - 2]) / h
-        d11 = np.array([0.0, 1.0, -1.0]) / r1
-        w = 1.0 if third_order == "reference" else 2.0
-        B[i] += c[1] * (d10 + r0 / (r0 + r1) * (d10 - d11)) + w * c[2] * (d10 - d11) / (r0 + r1)
-    return A, B[:, :k]
+            row = row + (0.5 * c[0] if solver_type == "dpmsolver" else c[1]) * d10
+        elif p == 3:
+            r1 = (lam[i - 1] - lam[i - 2]) / h
+            d11 = xp.asarray([0.0, 1.0, -1.0]) / r1
+            w = 1.0 if third_order == "reference" else 2.0
+            row = row + (c[1] * (d10 + r0 / (r0 + r1) * (d10 - d11)) + w * c[2] * (d10 - d11) / (r0 + r1))
+        A.append(a)
+        B.append(row)
+    return xp.stack(A), xp.stack(B)
 
 
 def _point(schedule: Schedule, t):

@@ -33,9 +33,9 @@ import numpy as np
 from samplers.core import Sampler
 from samplers.grids import TimeGrid, time_grid
 from samplers.ode.common import check_choice, check_grid, predictor
-from samplers.ode.exponential import exp_coefs
+from samplers.ode.dpm_solver import multistep_rows
 from samplers.ode.multistep import linear_multistep, multistep_orders
-from samplers.schedules import Schedule, xp_of
+from samplers.schedules import Schedule
 
 BASES = ("ddim_eps", "dpm_solver_pp_2m")
 SPACE = {"ddim_eps": "eps", "dpm_solver_pp_2m": "x0"}  # the model output the base's table weights
@@ -51,20 +51,12 @@ def step_tables(alpha, sigma):
 
 
 def dpm2m_tables(alpha, sigma, lam, final_zero: bool = False):
-    """(A (N,), B (N, 2)) of DPM-Solver++(2M) between the N + 1 points (alpha, sigma, lambda), numpy or
-    jnp: ``samplers.ode.dpm_solver.multistep_tables(grid, "x0", multistep_orders(N, 2, True, final_zero),
-    "dpmsolver")`` (tested equal) written on arrays that may be traced, so that LSD+ differentiates
-    through the times. Order 2 adds 0.5 c_1 (m_i - m_{i-1}) / r with r = (lam_i - lam_{i-1}) / h_i."""
-    xp = xp_of(alpha, sigma, lam)
+    """(A (N,), B (N, 2)) of DPM-Solver++(2M) (diffusers' first-order warm-up and, with ``final_zero``,
+    last step) between the N + 1 points (alpha, sigma, lambda), numpy or jnp
+    (``samplers.ode.dpm_solver.multistep_rows``)."""
     orders = multistep_orders(alpha.shape[0] - 1, 2, True, final_zero)
-    A, B0, B1 = [], [], []
-    for i, p in enumerate(orders):
-        a, (c,) = exp_coefs("x0", (alpha[i], sigma[i], lam[i]), (alpha[i + 1], sigma[i + 1], lam[i + 1]), 1)
-        d = 0.5 * c * (lam[i + 1] - lam[i]) / (lam[i] - lam[i - 1]) if p == 2 else 0.0 * c
-        A.append(a)
-        B0.append(c + d)
-        B1.append(-d)
-    return xp.stack(A), xp.stack([xp.stack(B0), xp.stack(B1)], axis=1)
+    A, B = multistep_rows(alpha, sigma, lam, "x0", orders, "dpmsolver")
+    return A, B[:, :2]
 
 
 def tables(base: str, alpha, sigma, lam, coef):
