@@ -22,12 +22,12 @@ from ml_collections import ConfigDict
 
 from samplers import registry
 from samplers.accuracy import Reference, endpoints, solver_error
+from samplers.checks import check_int, check_number
 from samplers.ode.common import check_choice
 from samplers.param import check_prediction
 from train import data as data_lib
 from train import jobs as train_jobs
-from train.config import (as_tuple, build_schedule, check_float, check_gmm_kwargs, check_int, check_sampler,
-                          check_schedule, solvers)
+from train.config import as_tuple, build_schedule, check_gmm_kwargs, check_sampler, check_schedule, solvers
 from train.report import Progress, markdown_table, plot_error_vs_nfe
 
 ANALYTIC_DATA = ("gmm",)  # data sets with an exact model (train.data.mixture_of)
@@ -54,7 +54,7 @@ def check_analytic(config: ConfigDict) -> None:
         raise ValueError("table.nfes must list at least one NFE")
     for nfe in as_tuple(config.table.nfes):
         check_int("table.nfes entry", nfe)
-    check_float("reference_tol", config.reference_tol, 0.0, open_lo=True)
+    check_number("reference_tol", config.reference_tol, 0.0, open_lo=True)
 
 
 def sample_analytic(config: ConfigDict, workdir: str) -> dict:

@@ -25,6 +25,7 @@ import numpy as np
 from ml_collections import ConfigDict, config_dict
 
 from samplers import registry
+from samplers.checks import check_int, check_number
 from samplers.grids import FINALS, SPACINGS
 from samplers.ode.common import check_choice
 from samplers.param import check_prediction
@@ -147,25 +148,6 @@ def resolve(config) -> ConfigDict:
 
 # -- value checks ------------------------------------------------------------------------------------
 
-def check_int(name: str, value, minimum: int = 1) -> int:
-    """``value`` as an int; a ValueError naming ``name`` unless it is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_float(name: str, value, lo: float | None = None, hi: float | None = None, open_lo: bool = False) -> float:
-    """``value`` as a float; a ValueError naming ``name`` unless it is a finite number in [lo, hi] ((lo, hi])."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or (lo is not None and (value <= lo if open_lo else value < lo)) or \
-            (hi is not None and value > hi):
-        rng = f"{'(' if open_lo else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-        raise ValueError(f"{name} must lie in {rng}, got {value!r}")
-    return value
-
-
 def check_bool(name: str, value) -> bool:
     """``value`` as a bool; a ValueError naming ``name`` unless it is True or False."""
     if not isinstance(value, (bool, np.bool_)):
@@ -227,7 +209,7 @@ def check_gmm_kwargs(kwargs) -> None:
             check_int(f"data.kwargs.{name}", kw[name], minimum)
     for name in ("spread", "scale"):
         if name in kw:
-            check_float(f"data.kwargs.{name}", kw[name], 0.0, open_lo=True)
+            check_number(f"data.kwargs.{name}", kw[name], 0.0, open_lo=True)
 
 
 def check_schedule(config) -> Schedule:
@@ -288,13 +270,13 @@ def validate(config) -> ConfigDict:
         raise ValueError(f"train.warmup_steps must lie in [0, train.num_steps={t.num_steps}], got {t.warmup_steps!r}")
     if t.keep_checkpoints is not None:
         check_int("train.keep_checkpoints", t.keep_checkpoints)
-    check_float("train.lr", t.lr, 0.0, open_lo=True)
-    check_float("train.b1", t.b1, 0.0, 1.0)
-    check_float("train.b2", t.b2, 0.0, 1.0)
-    check_float("train.eps", t.eps, 0.0, open_lo=True)
-    check_float("train.weight_decay", t.weight_decay, 0.0)
-    check_float("train.grad_clip", t.grad_clip, 0.0)
-    check_float("train.ema_decay", t.ema_decay, 0.0, 1.0)
+    check_number("train.lr", t.lr, 0.0, open_lo=True)
+    check_number("train.b1", t.b1, 0.0, 1.0)
+    check_number("train.b2", t.b2, 0.0, 1.0)
+    check_number("train.eps", t.eps, 0.0, open_lo=True)
+    check_number("train.weight_decay", t.weight_decay, 0.0)
+    check_number("train.grad_clip", t.grad_clip, 0.0)
+    check_number("train.ema_decay", t.ema_decay, 0.0, 1.0)
     if t.ema_decay >= 1.0:
         raise ValueError(f"train.ema_decay must be < 1, got {t.ema_decay!r}")
     check_bool("train.ema_warmup", t.ema_warmup)

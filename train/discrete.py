@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplers import registry
+from samplers.checks import check_int
 from samplers.core import sample as run_sampler
 from samplers.discrete.masked import all_masked
 from samplers.discrete.schedules import MASK_SCHEDULES, get_mask_schedule
@@ -126,7 +127,7 @@ def check(config, network) -> None:
     check_choice(f"data.name (of train.loss.kind={loss.kind!r})", config.data.name, TOKEN_DATA)
     if network.vocab_size < 2:
         raise ValueError(f"model.kwargs.vocab_size must be >= 2 (quantisation levels), got {network.vocab_size}")
-    from train.config import as_tuple, check_int, solvers
+    from train.config import as_tuple, solvers
 
     s = config.sampler
     if not as_tuple(s.name) or not as_tuple(s.nfe):

@@ -6,7 +6,7 @@ initial-state add-on, the skip a grid change; ``boost=1, skip=0`` is the base so
 from __future__ import annotations
 
 from samplers.addons.core import Addon
-from samplers.addons.guidance import check_number
+from samplers.checks import check_number
 from samplers.grids import TimeGrid
 from samplers.ode.common import check_grid
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplers.addons.core import Addon
-from samplers.addons.guidance import check_number
+from samplers.checks import check_number
 
 
 def cached_model(module, params) -> Callable:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from samplers.addons.core import Addon, keyed
-from samplers.addons.guidance import check_number
+from samplers.checks import check_number
 from samplers.param import classifier_free_guidance
 from samplers.schedules import Schedule
 

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplers.addons.core import Addon, identity, stateless
-from samplers.addons.guidance import check_number, shift_eps
+from samplers.checks import check_number
+from samplers.addons.guidance import shift_eps
 from samplers.param import check_prediction, to_x0_eps
 from samplers.schedules import Schedule
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplers.addons.core import Addon, AddonState
-from samplers.addons.guidance import check_number
+from samplers.checks import check_number
 from samplers.param import check_prediction, convert
 from samplers.schedules import Schedule
 
@@ -22,7 +22,7 @@ from samplers.schedules import Schedule
 def x0_variance(schedule: Schedule, predicts: str = "eps", u_max: float = 0.3) -> Addon:
     """Carry the running moments of x0_hat over the calls with u <= ``u_max`` (0 < u_max <= 1)."""
     check_prediction(predicts)
-    u_max = check_number("u_max", u_max, 0.0, strict=True)
+    u_max = check_number("u_max", u_max, 0.0, open_lo=True)
     if u_max > 1:
         raise ValueError(f"u_max must be in (0, 1], got {u_max!r}")
     t_min, t_max = float(schedule.t_min), float(schedule.t_max)

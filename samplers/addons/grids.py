@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import beta as beta_law
 
-from samplers.addons.guidance import check_number
+from samplers.checks import check_number
 from samplers.grids import TimeGrid, time_grid
 from samplers.schedules import Schedule
 
@@ -17,7 +17,7 @@ def beta_grid(schedule: Schedule, num_steps: int, a: float = 0.6, b: float = 0.6
               t_end: float | None = None, final: str | None = None) -> TimeGrid:
     """``num_steps`` steps at the Beta(a, b) quantiles between ``t_start`` and ``t_end`` (the schedule's ends
     by default); ``final="zero"`` adds a last step to sigma = 0 as ``time_grid`` does."""
-    a, b = check_number("a", a, 0.0, strict=True), check_number("b", b, 0.0, strict=True)
+    a, b = check_number("a", a, 0.0, open_lo=True), check_number("b", b, 0.0, open_lo=True)
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
     if final not in (None, "zero"):

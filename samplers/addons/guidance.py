@@ -20,22 +20,11 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from samplers.addons.core import Addon, identity, stateless
+from samplers.checks import check_number
 from samplers.param import check_prediction, from_x0_eps, to_x0_eps
 from samplers.schedules import Schedule
-
-
-def check_number(name: str, value, low: float | None = None, strict: bool = False) -> float:
-    """A finite real number (>= low, or > low with ``strict``); ValueError naming ``name`` otherwise."""
-    ok = np.isscalar(value) and not isinstance(value, (bool, str)) and np.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if strict else value >= low
-    if not ok:
-        bound = "" if low is None else f" {'>' if strict else '>='} {low}"
-        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
-    return float(value)
 
 
 def shift_eps(out, d_eps, x, t, schedule: Schedule, predicts: str):
@@ -78,7 +67,7 @@ def epsilon_scaling(schedule: Schedule, predicts: str = "eps", scale: float = 1.
 
     ``scale`` 1 and ``slope`` 0 is the base solver; Ning et al. use lambda_t slightly above 1."""
     check_prediction(predicts)
-    b = check_number("scale", scale, 0.0, strict=True)
+    b = check_number("scale", scale, 0.0, open_lo=True)
     k = check_number("slope", slope)
     if b + min(k, 0.0) <= 0:
         raise ValueError(f"scale + slope must be > 0 (lambda_t > 0 on the whole schedule), got {b + k!r}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from samplers.addons.core import Addon, identity
-from samplers.addons.guidance import check_number
+from samplers.checks import check_number
 from samplers.param import check_prediction, convert
 from samplers.schedules import Schedule
 

@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplers.addons.core import Addon, identity
-from samplers.addons.guidance import check_number, classifier_guidance, shift_eps
+from samplers.checks import check_number
+from samplers.addons.guidance import classifier_guidance, shift_eps
 from samplers.param import check_prediction, convert
 from samplers.schedules import Schedule
 

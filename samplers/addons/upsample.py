@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplers.addons.core import Addon, identity
-from samplers.addons.guidance import check_number, shift_eps
+from samplers.checks import check_number
+from samplers.addons.guidance import shift_eps
 from samplers.param import check_prediction, to_x0_eps
 from samplers.schedules import Schedule
 
@@ -47,7 +48,7 @@ def upsample_guidance(schedule: Schedule, strength: float = 1.0, factor: int = 2
     w = check_number("strength", strength)
     if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 2:
         raise ValueError(f"factor must be an integer >= 2, got {factor!r}")
-    eta = check_number("eta", eta, 0.0, strict=True)
+    eta = check_number("eta", eta, 0.0, open_lo=True)
     if eta > 1:
         raise ValueError(f"eta must be in (0, 1], got {eta!r}")
     if w == 0:

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from samplers.core import Sampler
-from samplers.mcmc.common import accept_prob, check_int
+from samplers.checks import check_int
+from samplers.mcmc.common import accept_prob
 
 
 @struct.dataclass

@@ -20,7 +20,8 @@ import numpy as np
 
 from samplers.core import BasicState, Sampler, basic_init, take
 from samplers.grids import TimeGrid
-from samplers.mcmc.common import check_int, check_model_output, check_positive, native
+from samplers.checks import check_int, check_positive
+from samplers.mcmc.common import check_model_output, native
 from samplers.ode.common import check_grid
 from samplers.param import convert
 from samplers.schedules import Schedule

@@ -18,7 +18,6 @@ Chains are the leading axis of ``x``; every other axis is one chain's event.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import jax
@@ -39,24 +38,6 @@ def check_target(target: str, method: str, adjusted: bool = False, why: str = "i
         raise ValueError(f"{method} needs target='logdensity' (model_fn returning log-densities) because {why}; "
                          f"got target={target!r}")
     return target
-
-
-def check_positive(name: str, value) -> float:
-    """A finite float > 0."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return v
-
-
-def check_int(name: str, value, minimum: int = 1) -> int:
-    """An integer >= ``minimum`` (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def sum_event(a: jax.Array) -> jax.Array:

@@ -34,7 +34,8 @@ from flax import struct
 
 from samplers.core import Sampler
 from samplers.grids import TimeGrid
-from samplers.mcmc.common import accept_prob, check_int, check_positive, metropolis, native, per_chain
+from samplers.checks import check_int, check_positive
+from samplers.mcmc.common import accept_prob, metropolis, native, per_chain
 from samplers.mcmc.langevin import langevin_proposal, mala_log_accept
 from samplers.ode.common import check_choice, check_grid
 from samplers.ode.ddim import ddim

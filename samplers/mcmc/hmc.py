@@ -19,8 +19,8 @@ import numpy as np
 from flax import struct
 
 from samplers.core import Sampler
-from samplers.mcmc.common import (accept_prob, check_int, check_positive, check_target, evaluator, metropolis,
-                                  sum_event)
+from samplers.checks import check_int, check_positive
+from samplers.mcmc.common import accept_prob, check_target, evaluator, metropolis, sum_event
 
 
 @struct.dataclass

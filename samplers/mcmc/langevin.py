@@ -22,8 +22,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from samplers.core import Sampler
-from samplers.mcmc.common import (accept_prob, check_int, check_positive, check_target, evaluator, metropolis,
-                                  per_chain, sum_event)
+from samplers.checks import check_int, check_positive
+from samplers.mcmc.common import accept_prob, check_target, evaluator, metropolis, per_chain, sum_event
 
 
 @struct.dataclass

@@ -27,7 +27,8 @@ import numpy as np
 from flax import struct
 
 from samplers.core import Sampler, take
-from samplers.mcmc.common import as_model, check_int, check_model_output, check_positive
+from samplers.checks import check_int, check_positive
+from samplers.mcmc.common import as_model, check_model_output
 from samplers.mcmc.langevin import langevin_proposal
 from samplers.schedules import Schedule
 

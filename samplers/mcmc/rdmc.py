@@ -52,7 +52,8 @@ from flax import struct
 
 from samplers.core import Sampler, take
 from samplers.grids import TimeGrid
-from samplers.mcmc.common import check_int, check_positive, check_target, evaluator, metropolis, sum_event
+from samplers.checks import check_int, check_positive
+from samplers.mcmc.common import check_target, evaluator, metropolis, sum_event
 from samplers.mcmc.langevin import langevin_proposal, mala_log_accept
 from samplers.ode.common import check_choice, check_order
 from samplers.sde.sde_dpm import sde_dpm_coefficients

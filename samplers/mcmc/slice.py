@@ -28,7 +28,8 @@ import numpy as np
 from flax import struct
 
 from samplers.core import Sampler
-from samplers.mcmc.common import check_int, check_positive, check_target
+from samplers.checks import check_int, check_positive
+from samplers.mcmc.common import check_target
 
 
 @struct.dataclass

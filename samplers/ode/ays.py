@@ -32,29 +32,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplers.checks import check_int, check_positive
 from samplers.grids import TimeGrid, sigma_grid, sigma_range
 from samplers.ode.common import check_choice, predictor
 from samplers.ode.learnt_grid import BASES
 from samplers.schedules import Schedule
 
 
-def _check_positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _check_count(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
 def gaussian_sigmas(num_points: int, c: float, sigma_min: float, sigma_max: float) -> np.ndarray:
     """The closed-form AYS schedule for data N(0, c^2 I): ``num_points`` sigmas uniform in atan(sigma / c)
     from ``sigma_max`` down to ``sigma_min``."""
-    _check_count("num_points", num_points, 2)
-    c, lo, hi = (_check_positive(n, v) for n, v in (("c", c), ("sigma_min", sigma_min), ("sigma_max", sigma_max)))
+    check_int("num_points", num_points, 2)
+    c, lo, hi = (check_positive(n, v) for n, v in (("c", c), ("sigma_min", sigma_min), ("sigma_max", sigma_max)))
     if not hi > lo:
         raise ValueError(f"sigma_max ({hi}) must exceed sigma_min ({lo})")
     u = np.linspace(0.0, 1.0, num_points)
@@ -65,7 +54,7 @@ def gaussian_grid(schedule: Schedule, num_steps: int, c: float, final: str | Non
     """``num_steps`` steps of the Gaussian closed form over the schedule's sigma range (``final="zero"``:
     its last point replaced by sigma = 0, so ``num_steps`` model calls)."""
     lo, hi = sigma_range(schedule)
-    return sigma_grid(schedule, gaussian_sigmas(_check_count("num_steps", num_steps, 1) + 1, c, lo, hi), final)
+    return sigma_grid(schedule, gaussian_sigmas(check_int("num_steps", num_steps, 1) + 1, c, lo, hi), final)
 
 
 def _denoiser(schedule: Schedule, model_fn: Callable, predicts: str) -> Callable:
@@ -87,7 +76,7 @@ def klub_estimator(schedule: Schedule, model_fn: Callable, x0, *, predicts: str 
     x0 = jnp.asarray(x0)
     if x0.ndim != 2:
         raise ValueError(f"x0 must be a (batch, dim) sample of the data, got shape {x0.shape}")
-    nodes = _check_count("nodes", nodes, 1)
+    nodes = check_int("nodes", nodes, 1)
     gl_u, gl_w = np.polynomial.legendre.leggauss(nodes)
     key = jax.random.PRNGKey(0) if key is None else key
     eps, z = jax.random.normal(key, (2, nodes) + x0.shape, x0.dtype)
@@ -120,9 +109,9 @@ def optimise_sigmas(cost: Callable, sigmas, *, candidates: int = 16, sweeps: int
     each point in turn takes the best of ``candidates`` log-spaced values strictly between its neighbours
     (or keeps its value); stops after ``sweeps`` sweeps or once a sweep lowers the bound by less than a
     fraction ``tol`` (early stopping). Returns the sigmas and the bound before each sweep and at the end."""
-    _check_count("candidates", candidates, 2)
-    _check_count("sweeps", sweeps, 1)
-    _check_positive("tol", tol)
+    check_int("candidates", candidates, 2)
+    check_int("sweeps", sweeps, 1)
+    check_positive("tol", tol)
     sig = np.asarray(sigmas, np.float64).copy()
     frac = np.linspace(0.0, 1.0, candidates + 2)[1:-1]
     history = [klub(cost, sig)]
@@ -149,7 +138,7 @@ def optimise_grid(schedule: Schedule, model_fn: Callable, x0, nfe: int, *, base:
     ``optimise_sigmas``; the last replaced by sigma = 0 when sampling. Returns the ``learnt_grid``
     artefact {"t": the nfe model times, "base", "klub_init", "klub", "sweeps"}."""
     check_choice("base", base, sorted(BASES))
-    nfe = _check_count("nfe", nfe, 1)
+    nfe = check_int("nfe", nfe, 1)
     lo, hi = sigma_range(schedule)
     if init_sigmas is None:
         init_sigmas = np.geomspace(hi, lo, nfe + 1)

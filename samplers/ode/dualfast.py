@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplers.addons.core import Addon, identity
-from samplers.addons.guidance import check_number, shift_eps
+from samplers.addons.guidance import shift_eps
+from samplers.checks import check_number
 from samplers.core import Sampler
 from samplers.ode.common import check_choice
 from samplers.param import check_prediction, to_x0_eps

@@ -62,7 +62,8 @@ from samplers.ode.common import check_grid
 from samplers.param import check_prediction, from_x0_eps, to_x0_eps
 from samplers.schedules import Schedule
 from samplers.smc.engine import Potential
-from samplers.smc.search import check_base, check_number
+from samplers.checks import check_positive
+from samplers.smc.search import check_base
 
 
 def _check_schedule(schedule):
@@ -83,7 +84,7 @@ def _shaper(centre: bool, clip):
     """The optional centring / clipping of the particle-dependent increments (module docstring)."""
     if not isinstance(centre, bool):
         raise ValueError(f"centre must be True or False, got {centre!r}")
-    bound = None if clip is None else check_number("clip", clip, positive=True)
+    bound = None if clip is None else check_positive("clip", clip)
 
     def shape(incr):
         if centre:
@@ -112,8 +113,8 @@ def product_of_experts(sampler: Sampler, schedule: Schedule, grid: TimeGrid, exp
         raise ValueError(f"others must be {len(b) - 1} model functions (x, t) -> output (one per exponent after "
                          f"the first, which is the engine's model), got {others!r}")
     check_prediction(predicts)
-    prior_var = grid.alpha[0] ** 2 + grid.sigma[0] ** 2 if prior_var is None else check_number(
-        "prior_var", prior_var, positive=True)
+    prior_var = grid.alpha[0] ** 2 + grid.sigma[0] ** 2 if prior_var is None else check_positive(
+        "prior_var", prior_var)
     lam = grid.lam  # log(alpha / sigma) = -log u
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         # weights of h_{i-1}, h_i in step i's increment: the trapezoid over [t_{i-1}, t_i] in log u^2
@@ -158,7 +159,7 @@ def product_of_experts(sampler: Sampler, schedule: Schedule, grid: TimeGrid, exp
 def anneal(sampler: Sampler, schedule: Schedule, grid: TimeGrid, beta: float, **options) -> Potential:
     """The FK corrector of the annealed target p^beta (the engine's model p); ``options`` as
     ``product_of_experts`` (prior_var, centre, clip)."""
-    return product_of_experts(sampler, schedule, grid, (check_number("beta", beta, positive=True),), **options)
+    return product_of_experts(sampler, schedule, grid, (check_positive("beta", beta),), **options)
 
 
 def cfg(sampler: Sampler, schedule: Schedule, grid: TimeGrid, guidance: float, uncond: Callable,

@@ -25,13 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplers.checks import check_int
 from samplers.core import Sampler
 from samplers.grids import TimeGrid
 from samplers.ode.common import check_grid, predictor
 from samplers.ode.multistep import linear_multistep
 from samplers.schedules import Schedule
-from samplers.smc.search import (LookaheadState, check_base, check_int, check_reward, draw, lookahead,
-                                 lookahead_init)
+from samplers.smc.search import LookaheadState, check_base, check_reward, draw, lookahead, lookahead_init
 
 
 def _schedule_derivs(schedule: Schedule, t) -> tuple[np.ndarray, ...]:

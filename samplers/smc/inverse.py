@@ -40,7 +40,8 @@ from samplers.param import to_x0_eps
 from samplers.schedules import Schedule
 from samplers.smc import resampling
 from samplers.smc.engine import check_threshold, reweight_resample
-from samplers.smc.search import check_base, check_number, draw, kernel
+from samplers.checks import check_number, check_positive
+from samplers.smc.search import check_base, draw, kernel
 
 
 def check_problem(A, y, noise_std) -> tuple[np.ndarray, np.ndarray, float]:
@@ -50,7 +51,7 @@ def check_problem(A, y, noise_std) -> tuple[np.ndarray, np.ndarray, float]:
         raise ValueError(f"A must be a matrix (m, d), got shape {A.shape}")
     if y.shape != (A.shape[0],):
         raise ValueError(f"y must have shape ({A.shape[0]},) (the rows of A), got {y.shape}")
-    return A, y, check_number("noise_std", noise_std, positive=True)
+    return A, y, check_positive("noise_std", noise_std)
 
 
 def _conditioned(prior: GaussianMixture, A, y, noise_std: float):
@@ -90,7 +91,7 @@ def dps(sampler: Sampler, schedule: Schedule, A, y, noise_std: float, zeta: floa
     through the model). ``noise_std`` is only checked: DPS does not use it."""
     check_base(sampler)
     A, y, _ = check_problem(A, y, noise_std)
-    zeta = check_number("zeta", zeta)
+    zeta = check_number("zeta", zeta, 0.0)
 
     def step(state, key, model_fn):
         x, dt = state.x, state.x.dtype

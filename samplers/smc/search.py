@@ -26,10 +26,10 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 from jax.scipy.special import logsumexp
 
+from samplers.checks import check_int, check_number, check_positive
 from samplers.core import Sampler, Transition, sample
 from samplers.ode.common import check_choice
 from samplers.param import to_x0_eps
@@ -49,19 +49,6 @@ def check_base(sampler, name: str = "sampler") -> Sampler:
         raise ValueError(f"{name} must be memoryless (state x, i, nfe only; e.g. ddpm, ddim_eta, euler_maruyama, "
                          f"flow_sde), its state has {len(leaves)} arrays (a multistep history?)")
     return sampler
-
-
-def check_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_number(name: str, value, positive: bool = False) -> float:
-    ok = np.isscalar(value) and np.isfinite(value) and (value > 0 if positive else value >= 0)
-    if not ok:
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
-    return float(value)
 
 
 def check_reward(reward_fn):
@@ -134,7 +121,7 @@ def svdd(sampler: Sampler, schedule: Schedule, reward_fn: Callable, num_candidat
     check_base(sampler)
     check_reward(reward_fn)
     m = check_int("num_candidates", num_candidates)
-    alpha = check_number("alpha", alpha)
+    alpha = check_number("alpha", alpha, 0.0)
     n = sampler.num_steps
 
     def step(state, key, model_fn):
@@ -229,7 +216,7 @@ def tree_search(sampler: Sampler, reward_fn: Callable, num_expansions: int, widt
     check_reward(reward_fn)
     e = check_int("num_expansions", num_expansions)
     w = check_int("width", width)
-    lam = check_number("lam", lam, positive=True)
+    lam = check_positive("lam", lam)
     check_choice("mode", mode, TREE_MODES)
     n, cap = sampler.num_steps, 1 + e
 

@@ -46,6 +46,7 @@ import optax
 from flax import struct
 
 from samplers import registry
+from samplers.checks import check_int, check_number
 from samplers.grids import time_grid
 from samplers.ode.common import check_choice
 from samplers.schedules import Schedule
@@ -285,7 +286,7 @@ def options(config, kind: str) -> dict:
 
 def _check(kind: str) -> Callable:
     def check(config) -> None:
-        from train.config import build_schedule, check_float, check_int
+        from train.config import build_schedule
 
         o = options(config, kind)
         if config.predicts != "x0":
@@ -294,14 +295,14 @@ def _check(kind: str) -> Callable:
         if not float(sch.alpha(np.float64(sch.t_max))) > 0.0 or not float(sch.sigma(np.float64(sch.t_min))) > 0.0:
             raise ValueError(f"a consistency model needs alpha > 0 and sigma > 0 on the whole schedule range: "
                              f"schedule {sch.name!r} fails at an end")
-        check_float("distill.kwargs.sigma_data", o["sigma_data"], 0.0, open_lo=True)
+        check_number("distill.kwargs.sigma_data", o["sigma_data"], 0.0, open_lo=True)
         check_choice("distill.kwargs.distance", o["distance"], DISTANCES)
         if o["huber_c"] is not None:
-            check_float("distill.kwargs.huber_c", o["huber_c"], 0.0, open_lo=True)
+            check_number("distill.kwargs.huber_c", o["huber_c"], 0.0, open_lo=True)
         if kind == "cd":
             check_int("distill.kwargs.num_points", o["num_points"], 2)
             check_choice("distill.kwargs.solver", o["solver"], TEACHER_SOLVERS)
-            check_float("distill.kwargs.target_decay", o["target_decay"], 0.0, 1.0)
+            check_number("distill.kwargs.target_decay", o["target_decay"], 0.0, 1.0)
             check_int("distill.kwargs.segments", o["segments"], 1)
             if (o["num_points"] - 1) % o["segments"]:
                 raise ValueError(f"distill.kwargs.segments={o['segments']} must divide the num_points - 1 = "
@@ -316,10 +317,10 @@ def _check(kind: str) -> Callable:
             if o["total_steps"] is not None:
                 check_int("distill.kwargs.total_steps", o["total_steps"], 1)
         if kind == "ct":
-            check_float("distill.kwargs.mu0", o["mu0"], 0.0, 1.0, open_lo=True)
+            check_number("distill.kwargs.mu0", o["mu0"], 0.0, 1.0, open_lo=True)
         if kind == "ict":
-            check_float("distill.kwargs.p_std", o["p_std"], 0.0, open_lo=True)
-            check_float("distill.kwargs.p_mean", o["p_mean"])
+            check_number("distill.kwargs.p_std", o["p_std"], 0.0, open_lo=True)
+            check_number("distill.kwargs.p_mean", o["p_mean"])
 
     return check
 

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from samplers.checks import check_int, check_number
 from samplers.grids import time_grid
 from samplers.ode.common import check_choice, combine
 from samplers.ode.learnt_grid import load_grid, params_from_grid, save_grid
@@ -204,14 +205,14 @@ def options(config) -> dict:
 
 
 def check(config) -> None:
-    from train.config import build_schedule, check_float, check_int
+    from train.config import build_schedule
 
     o = options(config)
     check_int("distill.kwargs.nfe", o["nfe"], 2 if config.distill.method == "lsd_plus" else 1)
     check_int("distill.kwargs.teacher_substeps", o["teacher_substeps"], 1)
     check_choice("distill.kwargs.spacing", o["spacing"], SPACINGS)
     check_choice("distill.kwargs.base", o["base"], BASES)
-    check_float("distill.kwargs.final_weight", o["final_weight"], 0.0)
+    check_number("distill.kwargs.final_weight", o["final_weight"], 0.0)
     sch = build_schedule(config)
     if not float(sch.alpha(np.float64(sch.t_max))) > 0.0 or not float(sch.sigma(np.float64(sch.t_min))) > 0.0:
         raise ValueError(f"LSD's {SPACE[o['base']]} step needs alpha > 0 and sigma > 0 on the schedule's range: "

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import optax
 
 from samplers import registry
+from samplers.checks import check_int
 from samplers.core import sample
 from samplers.grids import time_grid
 from samplers.ode.common import check_choice
@@ -140,7 +141,7 @@ def options(config) -> dict:
 
 
 def check(config) -> None:
-    from train.config import build_network, build_schedule, check_int
+    from train.config import build_network, build_schedule
     from train.distill.teacher import ANALYTIC, teacher_config
 
     o = options(config)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from samplers.checks import check_number
 from samplers.ode.shortcut import MAX_STEPS, check_steps
 from samplers.param import as_prediction
 from samplers.schedules import Flow
@@ -108,11 +109,11 @@ def options(config) -> dict:
 
 
 def check(config) -> None:
-    from train.config import build_network, build_schedule, check_float
+    from train.config import build_network, build_schedule
 
     o = options(config)
-    check_float("distill.kwargs.bootstrap_fraction", o["bootstrap_fraction"], 0.0, 1.0)
-    check_float("distill.kwargs.clip", o["clip"], 0.0)
+    check_number("distill.kwargs.bootstrap_fraction", o["bootstrap_fraction"], 0.0, 1.0)
+    check_number("distill.kwargs.clip", o["clip"], 0.0)
     if not isinstance(build_schedule(config), Flow):
         raise ValueError(f"a shortcut model lives on the flow schedule: schedule.name must be 'flow', got "
                          f"{config.schedule.name!r}")
