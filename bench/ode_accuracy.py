@@ -27,7 +27,11 @@ one, the Gaussian closed form, the SD1.5 table) and DualFast on DPM-Solver++(3M)
 the ratio of diffusers' DPM-Solver++ 3M error to the best of ours at each learnt NFE. Row "dpm_solver_v3"
 (``--v3-points``, ``v3_row``): DPM-Solver-v3 at the learnt NFEs on the registry's grid (time-uniform, last step
 to sigma = 0) with statistics computed from ``--v3-samples`` mixture samples (seed 2) on ``--v3-points`` log-SNR
-points, saved with orbax to ``--out``/v3_stats and loaded back. The issue's
+points, saved with orbax to ``--out``/v3_stats and loaded back. Rows "dc <base>" (``--dc-bases``, ``dc_rows``):
+DC-Solver on UniPC at the learnt NFEs on the registry's grid, its ratios searched (``dc_solver.fit_rho``, fixed
+knobs: bound 0.5, 41 candidates) against the exact PF-ODE trajectory of ``--dc-train`` other draws (seed 1) and
+shrunk on ``--dc-val`` validation draws (seed 2), saved with orbax to ``--out``/dc and loaded back; "(other
+mixture)" rows search on the mixture of seed 1 instead. The issue's
 goal setting is
 
     python bench/ode_accuracy.py --dim 32 --components 6 --nfes 5,10,15,20 --solvers ddim,ipndm,dpm_solver_pp_3m,unipc_3
@@ -52,7 +56,7 @@ from samplers import registry  # noqa: E402
 from samplers.core import sample  # noqa: E402
 from samplers.grids import time_grid  # noqa: E402
 from samplers.addons.core import with_addons  # noqa: E402
-from samplers.ode import ays, dpm_solver_v3, dualfast, gits, learnt_grid  # noqa: E402
+from samplers.ode import ays, dc_solver, dpm_solver_v3, dualfast, gits, learnt_grid  # noqa: E402
 from samplers.ode.ddim import ddim  # noqa: E402
 from samplers.reference import pf_ode_trajectory  # noqa: E402
 from samplers.schedules import ddpm_betas, vp_discrete  # noqa: E402
@@ -127,6 +131,32 @@ def v3_row(args, schedule, gmm, ref, v3_nfes, nfes, dtype) -> dict:
     return row
 
 
+def dc_rows(args, schedule, gmm, ref, x_start, learnt_nfes, nfes) -> dict:
+    """Rows "dc <base>" and "dc <base> (other mixture)": DC-Solver at ``learnt_nfes`` (module docstring)."""
+    rows = {}
+    run = jax.jit(sample, static_argnums=(0, 1))
+    a0, s0 = float(schedule.alpha(schedule.t_max)), float(schedule.sigma(schedule.t_max))
+    draws = lambda seed, n: np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (n, args.dim), jnp.float64))
+    x = np.hypot(a0, s0) * np.concatenate([draws(1, args.dc_train), draws(2, args.dc_val)])
+    for base in [b for b in args.dc_bases.split(",") if b]:
+        for mixture_seed, suffix in ((0, ""), (1, " (other mixture)")):
+            tuned = random_mixture(dim=args.dim, num_components=args.components, seed=mixture_seed)
+            row = {}
+            for nfe in learnt_nfes:
+                g = registry.grid(base, schedule, nfe, final="zero")
+                traj = pf_ode_trajectory(tuned.denoise, x, g, rtol=1e-7, atol=1e-7)[1:]
+                t = args.dc_train
+                art = dc_solver.fit_rho(schedule, tuned.model_fn(schedule, "eps"), g, x[:t], traj[:, :t], x[t:],
+                                        traj[-1, t:], base=base)
+                path = os.path.abspath(os.path.join(args.out, "dc", f"{base}_mix{mixture_seed}_nfe{nfe}"))
+                learnt_grid.save_grid(path, art)
+                smp = dc_solver.dc_sampler(schedule, learnt_grid.load_grid(path))
+                out = run(smp, gmm.model_fn(schedule, "eps"), x_start)
+                row[nfe] = (rms(out.x, ref(a0, s0, 1.0, 0.0)), int(out.nfe))
+            rows[f"dc {base}{suffix}"] = {n: row.get(n) for n in nfes}
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dim", type=int, default=8)
@@ -149,6 +179,9 @@ def main():
     p.add_argument("--ays-batch", type=int, default=256, help="data samples for the AYS KLUB")
     p.add_argument("--v3-points", type=int, default=1200, help="DPM-Solver-v3 statistics grid points (0: no v3 row)")
     p.add_argument("--v3-samples", type=int, default=4096, help="data samples for the DPM-Solver-v3 statistics")
+    p.add_argument("--dc-bases", default="unipc,unipc_3", help="DC-Solver bases (dc_solver.BASES, '' for none)")
+    p.add_argument("--dc-train", type=int, default=32, help="search draws of DC-Solver's ratios")
+    p.add_argument("--dc-val", type=int, default=64, help="validation draws of DC-Solver's shrinkage")
     p.add_argument("--out", default="workdir/bench")
     args = p.parse_args()
     jax.config.update("jax_enable_x64", True)
@@ -221,6 +254,8 @@ def main():
             results[f"gits {base}"] = {n: row.get(n) for n in nfes}
     if learnt_nfes and args.fast_ode:
         results.update(fast_ode_rows(args, schedule, gmm, ref, x_start, learnt_nfes, nfes))
+    if learnt_nfes and args.dc_bases:
+        results.update(dc_rows(args, schedule, gmm, ref, x_start, learnt_nfes, nfes))
     if learnt_nfes and args.v3_points:
         results["dpm_solver_v3"] = v3_row(args, schedule, gmm, ref, learnt_nfes, nfes, dtype)
     for label, (make, steps, sigma_space) in methods.items():

@@ -155,6 +155,12 @@ SAMPLERS: dict[str, Entry] = {
 SINGLESTEP_ORDER = {"dpm_solver_2": 2, "dpm_solver_3": 3, "dpm_solver_pp_2s": 2, "heun": 2, "deis_rk": 3}
 for _m in TABLEAUX:
     SAMPLERS[f"rk_{_m}"] = Entry(_fixed(rk, method=_m), _per_call(len(TABLEAUX[_m][1])), "uniform")
+# name -> (least num_steps, why): budgets below it break the robustness rule (issue 21: error at most 2x DDIM's
+# at the same calls) and have no order to lower. rk_euler, first order in t: 2.02x logSNR DDIM's at 2 steps on
+# the benchmark's dim-8 mixture (seed 0) on its uniform grid, 2.4-2.9x on karras/logSNR/quadratic; 1.04x at 1
+# and 3 steps (tests/test_fastode_robust.py).
+MIN_STEPS = {"rk_euler": (3, "two Euler steps in t are over 2x DDIM's error at the same calls and first order "
+                             "has no order to lower")}
 
 
 # Default spacing on the DDPM-discrete schedule (vp_discrete), chosen by measurement (bench/ode_accuracy.py
@@ -205,6 +211,9 @@ def plan(name: str, schedule: Schedule, nfe: int, *, spacing: str | None = None,
     steps = entry.steps(nfe, final == "zero")
     if steps < 1:
         raise ValueError(f"nfe={nfe} is too small for sampler {name!r}")
+    if name in MIN_STEPS and steps < MIN_STEPS[name][0]:
+        raise ValueError(f"sampler {name!r} needs num_steps >= {MIN_STEPS[name][0]} (nfe >= {MIN_STEPS[name][0]}), "
+                         f"got num_steps={steps} from nfe={nfe}: {MIN_STEPS[name][1]}")
     spacing = spacing or default_spacing(name, schedule, t_start is not None or t_end is not None)
     g = time_grid(schedule, steps, spacing, final=final, t_start=t_start, t_end=t_end)
     if name not in SINGLESTEP_ORDER:

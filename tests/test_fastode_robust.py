@@ -1,7 +1,8 @@
 """Small-budget robustness of the registered solvers (issue 21): ``registry.cap_orders`` lowers an
 interval of a singlestep solver (DPM-Solver-2/3, -fast, ++(2S), Heun, DEIS rho-RK) whose log-SNR step
 exceeds ``registry.H_MAX`` to first-order steps, keeping the calls exact; UniPC-bh1 and DPM-Solver++(3M, Taylor)
-default to diffusers' linspace grid on vp_discrete (``registry.DISCRETE_SPACING``); rk_euler needs neither.
+default to diffusers' linspace grid on vp_discrete (``registry.DISCRETE_SPACING``); rk_euler (first order, nothing
+to lower) refuses fewer than 3 steps (``registry.MIN_STEPS``): at 2 it is 2.02x DDIM's error.
 
 The sweep compares each capped solver's RMS error (vs the exact PF-ODE, float64) with DDIM's at the
 same number of model calls actually spent and on the same (logSNR) spacing, so that it measures the
@@ -70,6 +71,15 @@ def test_control_uncapped_fails(ratios, monkeypatch):
 
 def test_control_old_logsnr_default_fails(ratios):
     assert max(ratios(0, "unipc_bh1", nfe, "logsnr")[0] for nfe in (4, 6)) > 2.0
+
+
+def test_rk_euler_minimum_steps(ratios, monkeypatch):
+    for nfe in (1, 2):
+        with pytest.raises(ValueError, match=r"num_steps >= 3"):
+            registry.build("rk_euler", SCH, nfe)
+    assert ratios(0, "rk_euler", 3)[0] <= 2.0
+    monkeypatch.setattr(registry, "MIN_STEPS", {})
+    assert ratios(0, "rk_euler", 2)[0] > 2.0  # CONTROL: the refused budget breaks the 2x rule
 
 
 def test_cap_orders_keeps_calls_and_end_points():

@@ -215,7 +215,8 @@ def learnt_grid_sampler(schedule: Schedule, artefact: dict, predicts: str = "eps
     return BASES[artefact["base"]][2](schedule, grid, predicts)
 
 
-ARRAYS = ("t", "t_model", "coef", "orders")  # coef: the per-step coefficients of an LSD artefact (samplers.ode.lsd)
+# coef: the per-step coefficients of an LSD artefact (samplers.ode.lsd); rho: DC-Solver's ratios (ode.dc_solver)
+ARRAYS = ("t", "t_model", "coef", "orders", "rho")
 
 
 def save_grid(path: str, artefact: dict) -> None:

@@ -15,6 +15,10 @@ multistep samplers (DDIM with eta, DDPM ancestral, SDE-DPM-Solver(++)), the
 noise drawn from the step's key only. Without a corrector such a step is a
 Gaussian transition, exposed as ``Sampler.transition`` (``core.Transition``:
 mean A_i x_i + sum_k B_{i,k} H_k, scale g_i, the output m_i and its weight B_{i,0}).
+
+An optional compensation table D (N, 3) replaces m_i, after the corrector has used it, by
+D_{i,0} m_i + D_{i,1} H^{old}_0 + D_{i,2} H^{old}_1 in the predictor and in the history
+(DC-Solver's dynamic compensation, ``samplers.ode.dc_solver``; D may be traced, to search it).
 """
 from __future__ import annotations
 
@@ -46,12 +50,14 @@ def linear_multistep(
     B: np.ndarray,
     corrector: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     noise: np.ndarray | None = None,
+    compensation=None,
 ) -> Sampler:
     """A ``Sampler`` from coefficient tables A (N,), B (N, K), an optional
     corrector (Ac (N,), C (N, K), cn (N,)) and optional noise scales g (N,).
     A corrector row with Ac = 0, C = 0 and cn = 0 means "no correction at this
     step" (x_i is kept). The state carries only what later steps read: K-1 past
-    outputs (K and x_{i-1} with a corrector), so DDIM's state is x alone."""
+    outputs (K and x_{i-1} with a corrector), so DDIM's state is x alone. ``compensation``: the
+    table D of the module docstring (numpy, or a JAX array), which needs 2 past outputs kept."""
     n, k = B.shape
     if A.shape != (n,) or n != grid.num_steps:
         raise ValueError("coefficient tables must have one row per step of the grid")
@@ -63,6 +69,13 @@ def linear_multistep(
     if noise is not None:
         tables += (noise,)
     depth = k if corrector is not None else k - 1
+    if compensation is not None:
+        if compensation.shape != (n, 3) or depth < 2:
+            raise ValueError(f"compensation must be a table ({n}, 3) on an engine keeping >= 2 past outputs, got "
+                             f"shape {compensation.shape} with {depth} kept")
+        # the rows that are not (1, 0, 0) (every row of a JAX table, which may be traced)
+        compensated = np.ones(n, bool) if isinstance(compensation, jax.Array) else np.any(
+            np.asarray(compensation) != np.array([1.0, 0.0, 0.0]), axis=1)
 
     def init(x, key=None, model_fn=None):
         del key, model_fn
@@ -81,6 +94,8 @@ def linear_multistep(
             ac, c, cn = rest[:3]
             xc = ac * state.x_prev + combine(c, past) + cn * m
             x = jnp.where(take(active, i, bool), xc, x)
+        if compensation is not None:  # identity rows keep m itself: UniPC bit for bit
+            m = jnp.where(take(compensated, i, bool), combine(take(compensation, i, dt), [m] + past[:2]), m)
         hist = [m] + past[:k - 1]
         nxt = MultistepState(x=a * x + combine(b, hist), i=i + 1, nfe=state.nfe + 1,
                              hist=jnp.stack(hist[:depth]) if depth else None,
