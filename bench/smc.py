@@ -22,7 +22,16 @@ gradient evaluations than blackjax's mean. Blackjax's MALA also evaluates log p1
 density our score-only FK corrector does not use). Metrics over ``--repeats`` independent runs: log-Z
 RMSE against the exact log Z (FK targets the experts' product at the grid's last level, sigma = 0.01,
 whose log Z differs by < 1e-3), and the sliced W2 of the (weight-resampled) particles to exact
-product samples (mean and worst run).
+product samples (mean and worst run). Ours with exact weights (``samplers.smc.path``): SMC along the
+path p_{1,t} p_{2,t} of the experts' exact noised log-densities (VP linear, ``PATH_LEVELS`` levels
+from t = 1 to t = 0 uniform in alpha(t), ``path_times``; at t = 0 the path is p1 p2 itself, so its
+log Z is exact), reference N(0, I / 2) (the product of two N(0, I) experts at t = 1), ``PATH_MOVES``
+MALA moves a level with the fixed step size ``PATH_STEP`` (``PATH_ACCEPT``: None, or the acceptance
+it adapts to); cost = every call of log p_{1,t} p_{2,t} with its gradient, per particle (``Sampler.nfe``:
+the level's first call, which also gives the incremental weight, and one per MALA move; the one
+density-only call at init counted as one too). Its knobs (levels, moves, step rule, grid, reference)
+were fixed on two other products of 2-D mixtures (tests/test_smc_fk.py's E1 E2 and a random pair,
+``random_mixture`` seeds 11 and 12) at the same budget, before this table was run with them.
 
 (c) Cost at 1,024 and 16,384 particles with an MLP model (``models.mlp.MLP``, hidden 256, depth
 3, d = 16, random weights): wall time of a jitted run of the SMC sampler divided by the base
@@ -30,7 +39,7 @@ sampler's (DDPM, 20 steps), both timed in alternation (``time_paired``): the eng
 plain proposal (``base_potential``: weights, ESS, resampling at threshold 1, i.e. every step; goal
 <= 1.05) and TDS (a forward and backward twist evaluation a step: expected about 3 x).
 
-    python bench/smc.py [--quick] [--out bench/smc]
+    python bench/smc.py [--quick] [--tables abc] [--out bench/smc]
 """
 from __future__ import annotations
 
@@ -52,8 +61,9 @@ from models.mlp import MLP, init_mlp, mlp_model_fn  # noqa: E402
 from samplers import schedules  # noqa: E402
 from samplers.core import sample  # noqa: E402
 from samplers.grids import time_grid  # noqa: E402
+from samplers.mcmc import mala  # noqa: E402
 from samplers.sde.ancestral import ddpm  # noqa: E402
-from samplers.smc import engine, fk, resampling, tds  # noqa: E402
+from samplers.smc import engine, fk, path, resampling, tds  # noqa: E402
 
 # (b) the experts and their exact product
 E1 = GaussianMixture([0.5, 0.5], [[-1.5, 0.0], [1.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]])
@@ -171,17 +181,34 @@ def blackjax_run(n: int, mcmc_steps: int, step_size: float):
 
 
 FK_STEPS = (50, 100, 200)  # the FK corrector's grids, all reported (none chosen by its error)
+# path SMC's knobs, fixed on other problems before table (b) was run (module docstring)
+PATH_LEVELS, PATH_MOVES, PATH_STEP, PATH_ACCEPT = 10, 1, 0.3, None
+
+
+def path_times(schedule, levels: int) -> np.ndarray:
+    """``levels`` + 1 model times from t = 1 to t = 0 uniform in the schedule's alpha(t)."""
+    fine = np.linspace(0.0, 1.0, 20001)
+    alpha = schedule.alpha(fine)  # increasing as t falls
+    return np.interp(np.linspace(alpha[-1], 1.0, levels + 1), alpha[::-1], fine[::-1])
 
 
 def ours_run(n: int, method: str, steps: int):
     """jit(vmap over keys) of one of our SMC runs to p1 p2 from N(0, I) on a DDPM of expert 1 ("large"):
     ``method`` "tds" (20 uniform steps, the likelihood p2's exact log-density differentiated) or "fk"
-    (``fk.product_of_experts`` with expert 2's eps model, log-SNR grid, resampling at every step)
+    (``fk.product_of_experts`` with expert 2's eps model, log-SNR grid, resampling at every step),
+    or "path" (``path.path_smc`` on log p_{1,t} + log p_{2,t}, ``steps`` levels, no DDPM)
     -> (particles resampled by the final weights, log Z-hat, gradient evaluations); and the
     gradient evaluations per particle and run (tds: its model calls, the twist's backward pass
-    included; fk: one evaluation of both experts' scores, i.e. of grad log p1 p2, per step)."""
+    included; fk: one evaluation of both experts' scores, i.e. of grad log p1 p2, per step; path: its
+    calls of log p_{1,t} p_{2,t} with its gradient, the one density-only call at init included)."""
     vp = schedules.vp_linear()
-    if method == "tds":
+    model = E1.model_fn(vp, "eps")
+    if method == "path":
+        s = path.path_smc(path_times(vp, steps), mala(PATH_STEP, PATH_MOVES), reference_std=np.sqrt(0.5),
+                          target_accept=PATH_ACCEPT)
+        model = path.product_log_density(E1.log_prob_fn(vp), E2.log_prob_fn(vp))
+        per_particle = s.nfe
+    elif method == "tds":
         base = ddpm(vp, time_grid(vp, steps, "uniform"), variance="large")
         s = engine.smc(base, tds.tds(base, vp, E2.log_prob))
         per_particle = s.nfe
@@ -191,7 +218,6 @@ def ours_run(n: int, method: str, steps: int):
         s = engine.smc(base, fk.product_of_experts(base, vp, grid, (1.0, 1.0), (E2.model_fn(vp, "eps"),)),
                        ess_threshold=1.0)
         per_particle = steps
-    model = E1.model_fn(vp, "eps")
 
     def one(key):
         k0, k1, k2 = jax.random.split(key, 3)
@@ -207,7 +233,10 @@ def blackjax_rows(repeats: int, particles: int, mcmc_steps: int, step_size: floa
     keys = jax.random.split(jax.random.PRNGKey(5), repeats)
     runs = [("blackjax adaptive tempered SMC (MALA)", particles, *blackjax_run(particles, mcmc_steps, step_size)(keys))]
     grads = float(np.mean(runs[0][4]))
-    for name, method, steps in ([("ours: engine + TDS (20-step DDPM of p1, likelihood p2)", "tds", 20)] +
+    path_name = (f"ours: path SMC, exact weights ({PATH_LEVELS} levels, {PATH_MOVES} MALA moves, "
+                 f"step {PATH_STEP if PATH_ACCEPT is None else f'adapted to acceptance {PATH_ACCEPT}'})")
+    for name, method, steps in ([(path_name, "path", PATH_LEVELS),
+                                 ("ours: engine + TDS (20-step DDPM of p1, likelihood p2)", "tds", 20)] +
                                 [(f"ours: FK product of experts ({k} DDPM steps)", "fk", k) for k in FK_STEPS]):
         n = max(int(grads // ours_run(1, method, steps)[1]), 1)
         runs.append((name, n, *ours_run(n, method, steps)[0](keys)))
@@ -289,16 +318,7 @@ def plot_cost(rows, path):
     plt.close(fig)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer problems, seeds and repeats (a few minutes)")
-    ap.add_argument("--out", default=str(Path(__file__).with_suffix("")), help="prefix of the PNG plots")
-    args = ap.parse_args()
-    problems, seeds, repeats = (128, 1, 32) if args.quick else (512, 3, 100)
-    particles_bj, mcmc_steps = 1024, 10
-
-    print("## SMC: closed-form targets, blackjax, cost\n")
-    print(machine_lines())
+def table_a(out, problems, seeds):
     rows, curves, target_mean = search_rows(problems, seeds)
     for name, potential in ENGINE_METHODS.items():
         erows, curves[name] = engine_rows(name, potential, problems, seeds)
@@ -307,20 +327,46 @@ def main():
           f"its mean reward {target_mean:.3f}\n")
     print(markdown_table(["method", "knob", "model calls / sample", "mean reward", "worst reward",
                           "W2 to tilted (mean)", "W2 (worst seed)"], rows))
-    plot_search(curves, target_mean, f"{args.out}_search.png")
+    plot_search(curves, target_mean, f"{out}_search.png")
+    print(f"\nplot: {out}_search.png")
 
+
+def table_b(out, repeats, particles_bj, mcmc_steps):
     brows, pts, log_z = blackjax_rows(repeats, particles_bj, mcmc_steps)
     print(f"\n### (b) Product of two mixture experts vs blackjax adaptive tempered SMC: {repeats} runs, exact "
           f"log Z = {log_z:.4f}; blackjax {particles_bj} particles, {mcmc_steps} MALA steps per temperature\n")
     print(markdown_table(["method", "particles", "gradient evals / run", "log-Z RMSE", "log-Z bias",
                           "sliced W2 (mean)", "sliced W2 (worst run)"], brows))
-    plot_blackjax(pts, f"{args.out}_blackjax.png")
+    plot_blackjax(pts, f"{out}_blackjax.png")
+    print(f"\nplot: {out}_blackjax.png")
 
-    crows = cost_rows(repeats=5 if args.quick else 10)
+
+def table_c(out, quick):
+    crows = cost_rows(repeats=5 if quick else 10)
     print("\n### (c) Cost: SMC run / base DDPM run (20 steps), MLP (hidden 256, depth 3, d = 16)\n")
     print(markdown_table(["sampler", "particles", "ms / step", "time / base time"], crows))
-    plot_cost(crows, f"{args.out}_cost.png")
-    print(f"\nplots: {args.out}_search.png, {args.out}_blackjax.png, {args.out}_cost.png")
+    plot_cost(crows, f"{out}_cost.png")
+    print(f"\nplot: {out}_cost.png")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer problems, seeds and repeats (a few minutes)")
+    ap.add_argument("--out", default=str(Path(__file__).with_suffix("")), help="prefix of the PNG plots")
+    ap.add_argument("--tables", default="abc", help="which tables to run, e.g. 'b' (default all: abc)")
+    args = ap.parse_args()
+    if not args.tables or set(args.tables) - set("abc"):
+        ap.error(f"--tables must be letters among a, b, c, got {args.tables!r}")
+    problems, seeds, repeats = (128, 1, 32) if args.quick else (512, 3, 100)
+
+    print("## SMC: closed-form targets, blackjax, cost\n")
+    print(machine_lines())
+    if "a" in args.tables:
+        table_a(args.out, problems, seeds)
+    if "b" in args.tables:
+        table_b(args.out, repeats, particles_bj=1024, mcmc_steps=10)
+    if "c" in args.tables:
+        table_c(args.out, args.quick)
 
 
 if __name__ == "__main__":
