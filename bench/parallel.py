@@ -29,7 +29,8 @@ against the goal (8x at 100 steps, 50x at 1000); a third, the rounds of the 100-
 over ``--draws`` draws of the start noise and key (how much the hardest row depends on them).
 
 Run: ``python bench/parallel.py [--quick] [--oracle [--draws N]]`` (``--oracle`` adds about 25
-minutes on 2 CPU cores).
+minutes on 2 CPU cores); ``--steps``, ``--models``, ``--samplers`` and ``--methods`` pick rows of the
+main table (e.g. ``--steps 1000 --models mlp --methods picard+jacobian``).
 """
 from __future__ import annotations
 
@@ -297,6 +298,10 @@ def main():
     ap.add_argument("--steps", default=None, help="step counts of the main table, e.g. 1000 (default: 100 with "
                     "--quick, else 100,1000)")
     ap.add_argument("--oracle", action="store_true", help="add the oracle tables (tolerance chosen by the error)")
+    ap.add_argument("--models", default=None, help="models of the main table, e.g. gmm64-k8,mlp (default: the "
+                    "mixtures, and the MLP without --quick)")
+    ap.add_argument("--samplers", default="ddim,euler,dpm++2m,ddpm", help="samplers of the main table")
+    ap.add_argument("--methods", default=",".join(FIXED_METHODS), help="methods of the main table")
     ap.add_argument("--plot", default="bench/parallel.png", help="PNG of the fixed-tolerance table")
     ap.add_argument("--devices", type=int, default=8, help="host devices of the sharded column (0: skip)")
     ap.add_argument("--repeats", type=int, default=5)
@@ -317,10 +322,17 @@ def main():
     steps_list = tuple(int(v) for v in args.steps.split(",")) if args.steps else ((100,) if args.quick else (100, 1000))
     if not set(steps_list) <= set(WINDOW):
         raise ValueError(f"--steps must be among {sorted(WINDOW)}, got {args.steps!r}")
+    models = args.models.split(",") if args.models else list(MIXTURES) + ([] if args.quick else ["mlp"])
+    samplers, methods = args.samplers.split(","), args.methods.split(",")
+    for name, values, allowed in (("models", models, list(MIXTURES) + ["mlp"]),
+                                  ("samplers", samplers, ["ddim", "euler", "dpm++2m", "ddpm"]),
+                                  ("methods", methods, list(FIXED_METHODS))):
+        if not set(values) <= set(allowed):
+            raise ValueError(f"--{name} must be among {allowed}, got {values}")
     for steps in steps_list:
-        for m in list(MIXTURES) + ([] if args.quick else ["mlp"]):
-            for s in ("ddim", "euler", "dpm++2m", "ddpm"):
-                for meth in FIXED_METHODS:
+        for m in models:
+            for s in samplers:
+                for meth in methods:
                     fixed.append(fixed_measure(steps, m, s, meth))
                     r = fixed[-1]
                     print(f"{steps:5d} {m:9s} {s:8s} {meth:14s} rounds {r['rounds']:4d} worst {r['worst']:.1e}",

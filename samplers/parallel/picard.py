@@ -37,7 +37,12 @@ guesses by one of three rules (``update``):
   associative scan of matrix products. Float32 products of Jacobians taken at wrong points
   overflow (a 64-d mixture gave NaN), so a sample takes its Newton update only where it is
   finite and at most ``NEWTON_TRUST`` times the tangent update's correction, else the tangent
-  one. Multistep histories stay Jacobi (their dependence on x is not differentiated).
+  one. A state with a history is solved for whole (``_flat``: x and every float field, D
+  numbers a sample, D JVPs): for DPM-Solver++(2M), x_{i+1} = F_i(x_i, m_{i-1}) with
+  m_{i-1} = m(x_{i-1}) gives delta_{i+1} = A_i delta_i + C_i delta_{i-1} + r_i
+  (C_i = dF_i/dm_{i-1} dm_{i-1}/dx_{i-1}), a first-order recurrence on (x, history) with
+  2d x 2d blocks, so Newton's information passes through the history instead of one step a
+  round (100 steps, bench mixtures 8/32/64-d: 6/8/7 rounds, 12/12/15 with the history Jacobi).
 * ``"states"`` (Jacobi over whole states with replayed model outputs): ``S_{j+1} = step(S_j)``
   rebuilt from ``S_s`` by a scan of ``p`` steps with the model replaced by the recorded ``m_j``
   -- cheap, no model call; only the model outputs come from the previous round's states. Works
@@ -75,10 +80,15 @@ frontier but never past the last ``p`` steps: where ParaDiGMS lets the window ru
 (idle slots), here the converged steps still inside it keep being refined by the round's ``p``
 evaluations, and a converged step is not tested again. The fixed point is the sequential
 trajectory, and ``tol = 0`` reproduces it up to round-off.
+
+``switch`` (``Switch``: the Picard consistency model's model switching, So et al. 2025;
+``samplers.parallel.pcm``) steps the first rounds with a blend of the base model and a PCM and
+accepts no point in those rounds (then rounds <= num_steps + the switch's rounds); the fixed point
+stays the base sampler's. ``picard_sweep`` is one full-window round of this update, for training a PCM.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -95,9 +105,44 @@ UPDATES = ("increments", "states", "jacobi")
 SLOPES = ("one", "secant", "tangent", "jacobian")
 SLOPE_MAX = 2.0  # slopes are clipped to [0, SLOPE_MAX]: a step may expand x, never flip it
 JVP_BATCH = 8  # slope="jacobian": Jacobian columns (JVPs) computed at once
+NEWTON_BATCH = 8  # slope="jacobian": samples whose Newton recurrence is scanned at once (bounded memory)
 NEWTON_TRUST = 4.0  # slope="jacobian": a sample's Newton update is taken if at most this x the tangent one
 # tol=None: every sample within 1e-3 relative error of the sequential run on the test mixtures (module doc)
 DEFAULT_TOL = {"ode": 0.3, "sde": 0.1}
+
+
+class Switch(NamedTuple):
+    """Model switching of the Picard consistency model (PCM: So et al. 2025, "PCM: Picard Consistency
+    Model for Fast Parallel Sampling of Diffusion Models", Sec. 3.3): round r steps the window with the
+    blend m = m_base + lambda_r (m_PCM - m_base) of the base ``model_fn`` and the PCM ``model_fn`` here,
+    ``lambdas`` = (lambda_0, lambda_1, ...) in [0, 1] and lambda_r = 0 from round ``len(lambdas)`` on,
+    so the iteration ends as plain Picard of the base model. No point is accepted in a round with
+    lambda_r > 0 (its steps are not the base's), which keeps the fixed point, and ``tol = 0``'s exactness,
+    the base sampler's. A blended round evaluates both models (one call where the PCM is the base plus a
+    residual and the compiler merges the two base calls); ``ParallelStats.model_calls`` counts the
+    sampler's calls. ``samplers.parallel.pcm.linear_switch`` builds the paper's decreasing schedule."""
+
+    model_fn: Callable
+    lambdas: tuple
+
+
+def check_switch(switch) -> None:
+    """ValueError naming ``switch`` unless it is None or a ``Switch`` of a callable and values in [0, 1]."""
+    if switch is None:
+        return
+    if not isinstance(switch, Switch) or not callable(switch.model_fn):
+        raise ValueError(f"switch must be None or a samplers.parallel.picard.Switch(model_fn, lambdas) with a "
+                         f"callable model_fn, got {switch!r}")
+    lam = switch.lambdas
+    if not isinstance(lam, tuple) or not lam or not all(
+            isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) and 0 <= v <= 1
+            for v in lam):
+        raise ValueError(f"switch.lambdas must be a non-empty tuple of numbers in [0, 1], got {lam!r}")
+
+
+def blend(base_fn: ModelFn, pcm_fn: ModelFn, lam) -> ModelFn:
+    """m = m_base + lam (m_PCM - m_base) (``Switch``)."""
+    return lambda x, t: base_fn(x, t) + lam * (pcm_fn(x, t) - base_fn(x, t))
 
 
 class ParallelSampler(NamedTuple):
@@ -113,6 +158,7 @@ class ParallelSampler(NamedTuple):
     window_axis: str
     batch_axis: str | None
     confirm: bool
+    switch: Switch | None = None  # PCM model switching (``Switch``)
 
 
 @struct.dataclass
@@ -138,7 +184,8 @@ def step_scale(grid: TimeGrid, noise=None) -> np.ndarray:
 
 def time_parallel(sampler: Sampler, window: int, tol: float | None = None, scale=None, *,
                   update: str = "increments", slope: str = "one", mesh=None, window_axis: str = "window",
-                  batch_axis: str | None = "batch", confirm: bool = True) -> ParallelSampler:
+                  batch_axis: str | None = "batch", confirm: bool = True, switch: Switch | None = None
+                  ) -> ParallelSampler:
     """Build the driver: ``window`` steps per round (1 <= window <= num_steps), tolerance
     ``tol >= 0`` relative to the per-step ``scale`` (default 1: absolute) and, with ``confirm``, to
     the final sample's RMS (module doc; the bound needs the window to reach the final sample: take
@@ -148,7 +195,8 @@ def time_parallel(sampler: Sampler, window: int, tol: float | None = None, scale
     ``scale`` should be ``step_scale(grid[, noise])``; the ``update`` rule,
     the ``slope`` of the increments update (``"one"``, ``"secant"``, ``"tangent"``, ``"jacobian"``: the
     model must be differentiable; ``"jacobian"`` costs d JVPs per point and round, for small d), and an
-    optional mesh (``mesh.window_mesh``) whose ``window_axis`` size divides ``window``."""
+    optional mesh (``mesh.window_mesh``) whose ``window_axis`` size divides ``window``; ``switch``: PCM
+    model switching (``Switch``), None for the base model alone."""
     if not isinstance(sampler, Sampler):
         raise ValueError(f"sampler must be a samplers.core.Sampler, got {type(sampler).__name__}")
     window = control.check_window(window, sampler.num_steps)
@@ -166,7 +214,9 @@ def time_parallel(sampler: Sampler, window: int, tol: float | None = None, scale
     if mesh is None:
         batch_axis = None
     check_mesh(mesh, window, window_axis, batch_axis)
-    return ParallelSampler(sampler, window, tol, scale, update, slope, mesh, window_axis, batch_axis, confirm)
+    check_switch(switch)
+    return ParallelSampler(sampler, window, tol, scale, update, slope, mesh, window_axis, batch_axis, confirm,
+                           switch)
 
 
 def _float_fields(state) -> dict:
@@ -220,34 +270,73 @@ def _linear_recurrence(base, slope, offset):
 
 
 def _newton_correction(jac, residual):
-    """delta_0 = 0, delta_{j+1} = J_j delta_j + r_j per sample (J_j: (p, B, d, d), r_j = T_j.x - x_{j+1}^old
-    flattened to d) for all j at once (associative scan of the affine maps). The Newton update in
+    """delta_0 = 0, delta_{j+1} = J_j delta_j + r_j per sample (J_j: (p, B, D, D), r_j = T_j - S_{j+1}^old
+    of the state flattened to D, ``_flat``) for all j at once (associative scan of the affine maps). The Newton update in
     residual form, x^new = x^old + delta: at the fixed point r = 0 and no large terms cancel (the
-    form x^new = J x^new + (T - J x^old) loses float32 precision through products of Jacobians)."""
+    form x^new = J x^new + (T - J x^old) loses float32 precision through products of Jacobians).
+    Scanned over chunks of ``NEWTON_BATCH`` samples: the scan's temporaries, a few times its
+    Jacobians, stay a chunk's (1000 steps x 64 samples of a 2M state of 2 x 64 numbers: 4 GB each)."""
     def compose(first, second):
         return second[0] @ first[0], (second[0] @ first[1][..., None])[..., 0] + second[1]
 
-    return jax.lax.associative_scan(compose, (jac, residual.reshape(residual.shape[:2] + (-1,))))[1].reshape(
-        residual.shape)
+    flat = residual.reshape(residual.shape[:2] + (-1,))
+    b = flat.shape[1]
+    chunk = NEWTON_BATCH if b % NEWTON_BATCH == 0 else b
+    part = lambda a, start: jax.lax.dynamic_slice_in_dim(a, start, chunk, axis=1)
+    out = jax.lax.map(lambda start: jax.lax.associative_scan(compose, (part(jac, start), part(flat, start)))[1],
+                      jnp.arange(0, b, chunk))  # (b / chunk, p, chunk, D)
+    return jnp.moveaxis(out, 0, 1).reshape(residual.shape)
 
 
-def _increments(window, stepped, slope, jac=None):
+def _flat(states):
+    """(p, B, D): each sample's float fields of ``p`` window points, x first, flattened to one vector (the
+    state Newton solves for). A field is x-shaped or a stack of x-shaped arrays (a multistep history)."""
+    x, fields = states.x, _float_fields(states)
+    p, b = x.shape[:2]
+    parts = []
+    for name in ["x"] + [f for f in fields if f != "x"]:
+        a = fields[name]
+        if a.shape[a.ndim - x.ndim + 1:] != x.shape[1:]:
+            raise ValueError(f"slope='jacobian' needs float state fields shaped like x or stacks of x; "
+                             f"{name} has shape {a.shape[1:]}, x {x.shape[1:]}")
+        parts.append(jnp.moveaxis(a.reshape((p, -1, b, x[0, 0].size)), 2, 1).reshape(p, b, -1))
+    return jnp.concatenate(parts, axis=-1)
+
+
+def _unflat(z, like):
+    """Inverse of ``_flat``: ``like`` with its float fields taken from z (p, B, D)."""
+    x, fields = like.x, _float_fields(like)
+    p, b = x.shape[:2]
+    out, at = {}, 0
+    for name in ["x"] + [f for f in fields if f != "x"]:
+        a = fields[name]
+        size = a[0].size // b
+        part = z[..., at:at + size].reshape(p, b, -1, x[0, 0].size)
+        out[name], at = jnp.moveaxis(part, 1, 2).reshape(a.shape).astype(a.dtype), at + size
+    return like.replace(**out)
+
+
+def _increments(window, stepped, slope, jac=None, raw=None):
     """Picard: x_{j+1} = slope_j x_j + (step(x_j^old) - slope_j x_j^old) (cumulative increments for
     slope = 1), integer counters by cumulative increments, other fields from the stepped state. With
-    ``jac`` (p, B, d, d) the Newton update (``_newton_correction``) where it is trusted: per sample,
-    finite and its largest correction over the window at most ``NEWTON_TRUST`` times that of the
-    ``slope`` update, which is taken elsewhere (both have the sequential run as their fixed point)."""
+    ``jac`` (p, B, D, D), the Jacobian of the whole float state's step (``_flat``), the Newton update
+    of every float field, ``_newton_correction`` with residual ``raw - old`` (``raw``: the states
+    stepped from the old guesses, default ``stepped``), where it is trusted: per sample, finite and
+    its largest correction of x over the window at most ``NEWTON_TRUST`` times that of the ``slope``
+    update, which is taken elsewhere (both have the sequential run as their fixed point)."""
     base = jax.tree.map(lambda a: a[:1], window)
     prev = jax.tree.map(lambda a: a[:-1], window)
     leaf = lambda b, new, old: _cumulative(b, new, old) if jnp.issubdtype(new.dtype, jnp.integer) else new
     x = _linear_recurrence(window.x[0], slope, stepped.x - slope * prev.x)
-    if jac is not None:
-        old = window.x[1:]
-        newton = old + _newton_correction(jac, stepped.x - old)
-        size = lambda d: jnp.max(jnp.mean(jnp.square(d.reshape(d.shape[:2] + (-1,))), axis=-1), axis=0)  # (B,)
-        trusted = jnp.isfinite(size(newton - old)) & (size(newton - old) <= NEWTON_TRUST**2 * size(x - old))
-        x = jnp.where(trusted.reshape((1, -1) + (1,) * (x.ndim - 2)), newton, x)
-    return jax.tree.map(leaf, base, stepped, prev).replace(x=x)
+    out = jax.tree.map(leaf, base, stepped, prev).replace(x=x)
+    if jac is None:
+        return out
+    old = _flat(jax.tree.map(lambda a: a[1:], window))
+    newton = old + _newton_correction(jac, _flat(stepped if raw is None else raw) - old)
+    plain, d = _flat(out), x[0, 0].size
+    size = lambda z: jnp.max(jnp.mean(jnp.square(z[..., :d] - old[..., :d]), axis=-1), axis=0)  # (B,)
+    trusted = jnp.all(jnp.isfinite(newton), axis=(0, 2)) & (size(newton) <= NEWTON_TRUST**2 * size(plain))
+    return _unflat(jnp.where(trusted[None, :, None], newton, plain), out)
 
 
 def _change(new, old):
@@ -262,6 +351,28 @@ def _change(new, old):
     return jnp.max(jnp.stack(per_field), axis=0)
 
 
+def start_state(sampler: Sampler, model_fn: ModelFn, x, key: PRNGKey | None = None):
+    """(S_0, the N step keys) of ``samplers.core.sample(sampler, model_fn, x, key)``."""
+    if key is None:
+        key = jax.random.PRNGKey(0)
+    init_key, step_key = jax.random.split(key)
+    return sampler.init(x, key=init_key, model_fn=model_fn), jax.random.split(step_key, sampler.num_steps)
+
+
+def picard_sweep(sampler: Sampler, model_fn: ModelFn, states, keys):
+    """One round of ``parallel_sample``'s Picard update (``update="increments"``, slope one) over the
+    whole trajectory, i.e. with window = num_steps: ``states`` stacks S_0 (exact) .. S_N (guesses) on a
+    leading axis with ``i`` = 0..N (``start_state`` broadcast: the driver's first guess), ``keys`` the
+    N step keys; returns S_0 and x_{j+1} = x_0 + sum_{l<=j} (step(S_l).x - x_l) (``_increments``). For
+    samplers whose state's only float field is x (train.distill.pcm differentiates through it)."""
+    if set(_float_fields(states)) != {"x"}:
+        raise ValueError(f"picard_sweep needs a sampler whose state's only float field is x, got "
+                         f"{sorted(_float_fields(states))}")
+    stepped = jax.vmap(lambda s, k: sampler.step(s, k, model_fn))(jax.tree.map(lambda a: a[:-1], states), keys)
+    guesses = _increments(states, stepped, jnp.ones((), states.x.dtype))
+    return jax.tree.map(lambda a, g: jnp.concatenate([a[:1], g]), states, guesses)
+
+
 def parallel_sample(par: ParallelSampler, model_fn: ModelFn, x, key: PRNGKey | None = None, tol=None):
     """Run ``par`` from ``x``: returns ``(final_state, ParallelStats)``; the final state matches
     ``samplers.core.sample(par.sampler, model_fn, x, key)`` to within the tolerance. Jit it with
@@ -269,17 +380,27 @@ def parallel_sample(par: ParallelSampler, model_fn: ModelFn, x, key: PRNGKey | N
     ``par.tol`` without recompiling, e.g. to sweep tolerances."""
     smp, p, update = par.sampler, par.window, par.update
     n = smp.num_steps
-    if key is None:
-        key = jax.random.PRNGKey(0)
-    init_key, step_key = jax.random.split(key)
-    keys = jax.random.split(step_key, n)
-    state0 = smp.init(x, key=init_key, model_fn=model_fn)
+    state0, keys = start_state(smp, model_fn, x, key)
     history = set(_float_fields(state0)) != {"x"}
-    if history or update == "states":
-        stepper = _recording_step(smp.step, model_fn)
-    else:
-        stepper = lambda s, k: (smp.step(s, k, model_fn), None)
-    stepper = window_map(stepper, par.mesh, par.window_axis, par.batch_axis)
+
+    def stepper_of(fn):
+        """The window's batched step with the model ``fn``: (states, keys) -> (stepped, model outputs)."""
+        if history or update == "states":
+            one = _recording_step(smp.step, fn)
+        else:
+            one = lambda s, k: (smp.step(s, k, fn), None)
+        return window_map(one, par.mesh, par.window_axis, par.batch_axis)
+
+    base_stepper = stepper_of(model_fn)
+
+    def switched(rounds):
+        """(the round's batched step, its lambda or None): the base model, or its blend with the PCM."""
+        if par.switch is None:
+            return base_stepper, None
+        lam = jnp.asarray(par.switch.lambdas + (0.0,), jnp.float32)[jnp.minimum(rounds, len(par.switch.lambdas))]
+        blended = stepper_of(blend(model_fn, par.switch.model_fn, lam))
+        return (lambda s, k: jax.lax.cond(lam > 0, blended, base_stepper, s, k)), lam
+
     replayed = _replayed(smp.step)
     g2 = jnp.asarray(np.square(par.scale), jnp.float32)
     tol2 = jnp.square(jnp.asarray(par.tol if tol is None else tol, jnp.float32))
@@ -293,7 +414,7 @@ def parallel_sample(par: ParallelSampler, model_fn: ModelFn, x, key: PRNGKey | N
         """Guesses of points 1..p from the round's stepped states and model outputs, and the
         (x, step(x).x) pairs the secant slopes of the next round compare with."""
         start = jax.tree.map(lambda a: a[0], states)
-        pairs = (inputs.x, stepped.x)
+        pairs, raw = (inputs.x, stepped.x), stepped
         if update == "jacobi":
             return stepped, pairs
         if update == "states":
@@ -311,17 +432,20 @@ def parallel_sample(par: ParallelSampler, model_fn: ModelFn, x, key: PRNGKey | N
             slope = _rayleigh(inputs.x - x_last, stepped.x - f_last, known)
         elif par.slope == "tangent":
             slope = _rayleigh(*tangent, known)
-        elif par.slope == "jacobian":  # the tangent slope along the last change, from the Jacobian
+        elif par.slope == "jacobian":  # the tangent slope along the last change, from the Jacobian's x block
             direction = jnp.where(known.reshape((-1,) + (1,) * (inputs.x.ndim - 1)), inputs.x - x_last, 0.0)
-            d_step = (tangent @ direction.reshape(direction.shape[:2] + (-1, 1)))[..., 0].reshape(direction.shape)
+            d = direction[0, 0].size
+            d_step = (tangent[..., :d, :d] @ direction.reshape(direction.shape[:2] + (-1, 1)))[..., 0].reshape(
+                direction.shape)
             slope = _rayleigh(direction, d_step, known)
         else:
             slope = jnp.ones((), inputs.x.dtype)
         jac = tangent if par.slope == "jacobian" else None
-        return _increments(states, stepped, slope, jac), (inputs.x, stepped.x)
+        return _increments(states, stepped, slope, jac, raw), (inputs.x, stepped.x)
 
     def body(carry):
         states, s, f, rounds, calls, _, positions, memory = carry
+        stepper, lam = switched(rounds)
         idx = s + offsets[:-1]  # step of each evaluated point
         inputs = jax.tree.map(lambda a: a[:-1], states).replace(i=idx.astype(states.i.dtype))
         tangent = None
@@ -331,15 +455,14 @@ def parallel_sample(par: ParallelSampler, model_fn: ModelFn, x, key: PRNGKey | N
             (stepped, outputs), (d_stepped, _) = jax.jvp(
                 lambda x: stepper(inputs.replace(x=x), keys[idx]), (inputs.x,), (direction,))
             tangent = (direction, d_stepped.x)
-        elif par.slope == "jacobian":  # J_j = d step(x_j).x / d x_j per sample: one JVP per coordinate
-            step_x = lambda x: stepper(inputs.replace(x=x), keys[idx])
-            stepped, outputs = step_x(inputs.x)
-            dim = int(np.prod(inputs.x.shape[2:]))
-            basis = jnp.eye(dim, dtype=inputs.x.dtype).reshape((dim,) + inputs.x.shape[2:])
-            cols = jax.lax.map(lambda e: jax.jvp(lambda x: step_x(x)[0].x, (inputs.x,),
-                                                 (jnp.broadcast_to(e, inputs.x.shape),))[1],
-                               basis, batch_size=JVP_BATCH)  # bounded memory: JVP_BATCH directions at once
-            tangent = jnp.moveaxis(cols.reshape((dim,) + inputs.x.shape[:2] + (dim,)), 0, -1)
+        elif par.slope == "jacobian":  # J_j = d step(S_j) / d S_j per sample over every float field (_flat)
+            step_z = lambda z: stepper(_unflat(z, inputs), keys[idx])  # one JVP per coordinate of S_j
+            z = _flat(inputs)
+            stepped, outputs = step_z(z)
+            basis = jnp.eye(z.shape[-1], dtype=z.dtype)
+            column = lambda e: _flat(jax.jvp(lambda z: step_z(z)[0], (z,), (jnp.broadcast_to(e, z.shape),))[1])
+            cols = jax.lax.map(column, basis, batch_size=JVP_BATCH)  # bounded memory: JVP_BATCH directions at once
+            tangent = jnp.moveaxis(cols, 0, -1)
         else:
             stepped, outputs = stepper(inputs, keys[idx])
         guesses, pairs = rebuild(states, inputs, stepped, outputs, keys[idx], memory, tangent)
@@ -356,7 +479,8 @@ def parallel_sample(par: ParallelSampler, model_fn: ModelFn, x, key: PRNGKey | N
         if par.confirm:
             end_scale2 = jnp.mean(jnp.square(new.x[p]).astype(jnp.float32))
             end_ok = control.mean_square(new.x[p] - states.x[p]) <= tol2 * end_scale2
-        f = s + control.stride((end_ok & (change <= tol2 * g2_j)) | (s + offsets[1:] <= f), n - s)
+        advanced = s + control.stride((end_ok & (change <= tol2 * g2_j)) | (s + offsets[1:] <= f), n - s)
+        f = advanced if lam is None else jnp.where(lam > 0, f, advanced)  # a PCM round accepts nothing (Switch)
         shift = jnp.clip(f - s, 0, n - p - s)  # slide to the frontier, never past the last p steps
         slide = jnp.minimum(offsets + shift, p)  # slid window; new points start from the last known state
         states = at(jax.tree.map(lambda a: a[slide], new), s + shift)
