@@ -16,6 +16,10 @@ Two parts, each one markdown table and one PNG plot (quality against NFE = 1, 2,
   The issue's goal: the best 2-step student within 1.2x of the teacher's DPM-Solver++(2M)@20 in
   sliced Wasserstein, the best 1-step student within 1.5x -- printed as met / not met.
 
+A third part, ``pcm``, is not about few-step quality: the Picard consistency model of
+configs/distill_gmm_pcm.py (``train.distill.pcm``) against sequential DDIM 50, plain Picard and Picard with
+the tangent slope in rounds of time-parallel sampling at the default tolerance (``pcm_part``; ``--parts pcm``).
+
 Any other registered method (``train.distill.names()``, e.g. SFD and LSD) with a config
 configs/distill_<part>_<method>.py is added as a row labelled by that config's ``distill.method``,
 sampled with its config's first sampler at the NFEs of (1, 2, 4, 8) that config lists.
@@ -48,7 +52,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common import machine_lines, markdown_table, time_paired  # noqa: E402
+from bench.common import machine_lines, markdown_table, time_call, time_paired  # noqa: E402
 from train import distill, jobs  # noqa: E402
 from train.config import build_network, build_objective, validate  # noqa: E402
 from train.loop import as_method, bind_step, has_leaves, keys, read_metrics  # noqa: E402
@@ -63,7 +67,7 @@ MIXTURE_SAMPLES = 4000
 DIGITS_SAMPLES = 1000
 QUICK_STEPS = 600
 TIMING_REPEATS = 30
-PARTS = ("mixture", "digits")
+PARTS = ("mixture", "digits", "pcm")
 
 
 class Student(NamedTuple):
@@ -122,7 +126,7 @@ def students(part: str) -> list[Student]:
         mcd = _config_file(part, "mcd")
         out.insert(3, _from_config(f"mcd ({mcd().distill.kwargs.segments} segments)", mcd))
     for name in distill.names():  # labelled by the config's method (configs/distill_gmm_lsd.py runs lsd_plus)
-        if name not in ("cd", "ct", "ict", "shortcut") and (get_config := _config_file(part, name)) is not None:
+        if name not in ("cd", "ct", "ict", "shortcut", "pcm") and (get_config := _config_file(part, name)) is not None:
             c = get_config()
             method = c.distill.method
             if method not in [s.label.split()[0] for s in out]:  # and its LSD base (workdir: the method's name)
@@ -383,6 +387,101 @@ def run_part(part: str, root: str, seeds: int, num_samples: int, steps: int | No
     return "\n".join(lines)
 
 
+# -- the PCM part: time-parallel rounds, not few-step quality ---------------------------------------------
+
+PCM_SAMPLES = 128  # samples per noise draw of the PCM part
+
+
+def pcm_part(root: str, seeds: int, steps: int | None = None) -> str:
+    """The Picard consistency model (configs/distill_gmm_pcm.py, ``train.distill.pcm``): rounds, error and wall
+    time of the base DDIM (50 steps) run sequentially, by plain Picard, Picard with the tangent slope, Picard
+    with the untrained PCM's switch (the control: the base itself) and with the trained PCM's, with window = 50
+    at the default ODE tolerance (``picard.DEFAULT_TOL``) and at 0.1. Two regimes: a batch of ``PCM_SAMPLES``
+    per run (its rounds: the worst sample's) and every sample run alone (one-sample latency; ``jax.vmap`` of
+    one-sample runs), mean over samples. Errors relative to the sequential run's RMS, the worst sample of all
+    draws beside the RMS over all samples."""
+    from configs import distill_gmm_pcm
+    from samplers.core import sample
+    from samplers.parallel import parallel_sample
+    from train.distill import pcm
+
+    c = distill_gmm_pcm.get_config()
+    if steps is not None:
+        c.train.num_steps, c.train.checkpoint_every = steps, steps
+    workdir = os.path.join(root, "pcm")
+    train_s = train_cached(c, workdir)
+    c = validate(c)
+    network = build_network(c)
+    params, _ = jobs.load_params(c, workdir)
+    method = distill.method_of(c, network)
+    fresh = method.init_state(network, make_optimizer(c.train)[0], jax.random.PRNGKey(0)).params
+    par, base = pcm.parallel_of(c, network, params, method.teacher)
+    par0, _ = pcm.parallel_of(c, network, fresh, method.teacher)
+    plain = par._replace(switch=None)
+    methods = {"plain Picard": plain, "Picard + tangent slope": plain._replace(slope="tangent"),
+               "PCM + switching, untrained (control)": par0, "PCM + switching": par}
+    seq = jax.jit(sample, static_argnums=(0, 1))
+    batch_run = jax.jit(parallel_sample, static_argnums=(0, 1))
+    dim, n = network.event_shape[0], par.sampler.num_steps
+    draws = [jax.random.normal(jax.random.PRNGKey(300 + s), (PCM_SAMPLES, dim)) for s in range(seeds)]
+    refs = [seq(par.sampler, base, x).x for x in draws]
+    rel = lambda out, ref: np.asarray(jnp.sqrt(jnp.mean((out - ref) ** 2, axis=1) / jnp.mean(ref**2)))
+    seq_wall = time_call(seq, par.sampler, base, draws[0], repeats=TIMING_REPEATS)
+    headers = ["method", "tol", "batch: rounds mean (max)", "batch: worst / RMS rel err", "alone: mean rounds",
+               "alone: max rounds", "alone: worst / RMS rel err", "plain's mean rounds / mean rounds (alone)",
+               "batch wall ms (draw 0) / sequential's"]
+    table_rows = [["sequential", "-", f"{n} ({n})", "0 / 0", f"{n}", f"{n}", "0 / 0", "-",
+                   f"{1e3 * seq_wall:.1f} / 1.00"]]
+    plain_alone, alone_means = {}, {}
+    for tol in (par.tol, 0.1):
+        for label, p in methods.items():
+            outs = [batch_run(p, base, x, None, tol) for x in draws]
+            err_b = np.concatenate([rel(o.x, r) for (o, _), r in zip(outs, refs)])
+            rounds_b = [int(st.rounds) for _, st in outs]
+            one = lambda xi, t, p=p: (lambda o: (o[0].x[0], o[1].rounds))(parallel_sample(p, base, xi[None], None, t))
+            alone = jax.jit(jax.vmap(one, in_axes=(0, None)))
+            res = [alone(x, tol) for x in draws]
+            err_a = np.concatenate([rel(o, r) for (o, _), r in zip(res, refs)])
+            rounds_a = np.concatenate([np.asarray(rd) for _, rd in res])
+            if label == "plain Picard":
+                plain_alone[tol] = rounds_a.mean()
+            alone_means[(label, tol)] = rounds_a.mean()
+            wall = time_call(batch_run, p, base, draws[0], None, tol, repeats=TIMING_REPEATS)
+            rms = lambda e: float(np.sqrt(np.mean(e**2)))
+            table_rows.append([label, f"{tol:g}", f"{np.mean(rounds_b):.1f} ({max(rounds_b)})",
+                               f"{err_b.max():.1e} / {rms(err_b):.1e}", f"{rounds_a.mean():.2f}", f"{rounds_a.max()}",
+                               f"{err_a.max():.1e} / {rms(err_a):.1e}", f"{plain_alone[tol] / rounds_a.mean():.2f}",
+                               f"{1e3 * wall:.1f} / {wall / seq_wall:.2f}"])
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    png = os.path.join(root, "distill_pcm.png")
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for j, tol in enumerate((par.tol, 0.1)):
+        ax.bar(np.arange(len(methods)) + 0.4 * j, [alone_means[(label, tol)] for label in methods], 0.4,
+               label=f"tol {tol:g}")
+    names = [label.replace(" + ", "\n+ ").replace(", ", ",\n") for label in methods]
+    ax.set_xticks(np.arange(len(methods)) + 0.2, names, fontsize=7)
+    ax.set_ylabel("mean rounds, each sample alone")
+    ax.set_title(f"DDIM {n} steps, 8-D mixture, window {n}; {seeds} x {PCM_SAMPLES} samples", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    title = (f"pcm: PCM of the exact 8-D mixture (configs/distill_gmm_pcm.py, {c.train.num_steps} train steps), "
+             f"base DDIM {n} steps, window {n}, switch_rounds {len(par.switch.lambdas)}, tol {par.tol} "
+             f"(DEFAULT_TOL['ode']) and 0.1; {seeds} noise draws x {PCM_SAMPLES} samples")
+    return "\n".join([f"## {title}", "", markdown_table(headers, table_rows), "",
+                      "Rounds are sequential batched model-call rounds (the latency on parallel hardware); a PCM "
+                      "round evaluates the base and the residual MLP. 'batch': one run of all samples (its rounds "
+                      "are the slowest sample's); 'alone': each sample its own run. Wall times are of this CPU, "
+                      "where a round's window points cost about as many sequential steps: overhead, not speed-up.",
+                      f"train wall time (with compilation): {train_s}", f"plot: {png}", ""])
+
+
 def main(argv=None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help=f"mixture only, {QUICK_STEPS} train steps, one noise draw")
@@ -406,7 +505,10 @@ def main(argv=None) -> str:
         t0 = time.perf_counter()
         seeds = 1 if args.quick else SEEDS
         n = MIXTURE_SAMPLES if part == "mixture" else DIGITS_SAMPLES
-        md = run_part(part, root, seeds, n, QUICK_STEPS if args.quick else None, only, suffix)
+        if part == "pcm":  # not a few-step student: the rounds of time-parallel sampling (pcm_part)
+            md = pcm_part(root, seeds, QUICK_STEPS if args.quick else None)
+        else:
+            md = run_part(part, root, seeds, n, QUICK_STEPS if args.quick else None, only, suffix)
         md += f"part wall time {time.perf_counter() - t0:.0f} s\n"
         print(md, flush=True)
         out.append(md)

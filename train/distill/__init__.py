@@ -121,4 +121,4 @@ __all__ = ["DistillMethod", "METHODS", "Teacher", "check", "get", "load_teacher"
            "register", "student_model_fn", "student_sampler"]
 
 # the built-in methods register themselves on import (after the names above exist)
-from train.distill import consistency, lsd, sfd, shortcut  # noqa: E402,F401
+from train.distill import consistency, lsd, pcm, sfd, shortcut  # noqa: E402,F401
