@@ -68,6 +68,16 @@ def register(name: str, method: DistillMethod) -> None:
     METHODS[name] = method
 
 
+def kwargs_over(config, defaults: dict) -> dict:
+    """``config.distill.kwargs`` merged over a method's ``defaults``; a ValueError names an unknown field."""
+    given = dict(config.distill.kwargs)
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown distill.kwargs {unknown} for distill.method={config.distill.method!r}; "
+                         f"fields: {sorted(defaults)}")
+    return {**defaults, **given}
+
+
 def names() -> list[str]:
     return sorted(METHODS)
 

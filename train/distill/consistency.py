@@ -50,7 +50,7 @@ from samplers.checks import check_int, check_number
 from samplers.grids import time_grid
 from samplers.ode.common import check_choice
 from samplers.schedules import Schedule
-from train.distill import DistillMethod, register
+from train.distill import DistillMethod, kwargs_over, register
 from train.losses import _per_sample
 from train.loop import TrainState, apply_gradients, init_state
 
@@ -276,12 +276,7 @@ class ConsistencyTrainer:
 
 def options(config, kind: str) -> dict:
     """``distill.kwargs`` merged over the defaults of ``kind``; a ValueError names a bad field."""
-    given = dict(config.distill.kwargs)
-    unknown = sorted(set(given) - set(DEFAULTS[kind]))
-    if unknown:
-        raise ValueError(f"unknown distill.kwargs {unknown} for distill.method={kind!r}; fields: "
-                         f"{sorted(DEFAULTS[kind])}")
-    return {**DEFAULTS[kind], **given}
+    return kwargs_over(config, DEFAULTS[kind])
 
 
 def _check(kind: str) -> Callable:

@@ -48,7 +48,7 @@ from samplers.ode.learnt_grid import load_grid, params_from_grid, save_grid
 from samplers.ode.lsd import BASES, FINAL_ZERO, SPACE, initial_coef, lsd_sampler, tables
 from samplers.param import as_prediction
 from samplers.schedules import Schedule
-from train.distill import DistillMethod, register
+from train.distill import DistillMethod, kwargs_over, register
 from train.loop import TrainState, apply_gradients
 
 DEFAULTS = dict(nfe=4, spacing="logsnr", teacher_substeps=32, base="ddim_eps", final_weight=1.0)
@@ -196,12 +196,8 @@ def export(config, workdir: str) -> str:
 # -- registration ------------------------------------------------------------------------------------
 
 def options(config) -> dict:
-    given = dict(config.distill.kwargs)
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown distill.kwargs {unknown} for distill.method={config.distill.method!r}; "
-                         f"fields: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **given}
+    """``distill.kwargs`` over ``DEFAULTS``; a ValueError names an unknown field."""
+    return kwargs_over(config, DEFAULTS)
 
 
 def check(config) -> None:

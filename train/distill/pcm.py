@@ -45,7 +45,7 @@ from samplers.param import as_prediction
 from samplers.parallel import step_scale, time_parallel
 from samplers.parallel.pcm import linear_switch, picard_targets
 from samplers.parallel.picard import picard_sweep
-from train.distill import DistillMethod, register
+from train.distill import DistillMethod, kwargs_over, register
 from train.distill.consistency import TEACHER_SOLVERS as BASE_SAMPLERS
 from train.loop import TrainState, apply_gradients, init_state
 
@@ -117,11 +117,8 @@ class PCMTrainer:
 # -- registration ------------------------------------------------------------------------------------
 
 def options(config) -> dict:
-    given = dict(config.distill.kwargs)
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown distill.kwargs {unknown} for distill.method='pcm'; fields: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **given}
+    """``distill.kwargs`` over ``DEFAULTS``; a ValueError names an unknown field."""
+    return kwargs_over(config, DEFAULTS)
 
 
 def base_sampler(config) -> tuple[Sampler, tuple]:

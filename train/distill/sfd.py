@@ -35,7 +35,7 @@ from samplers.core import sample
 from samplers.grids import time_grid
 from samplers.ode.common import check_choice
 from samplers.schedules import Schedule
-from train.distill import DistillMethod, register
+from train.distill import DistillMethod, kwargs_over, register
 from train.loop import TrainState, apply_gradients, init_state
 
 # teacher solvers on the fine grid (deterministic, built from (schedule, grid, predicts))
@@ -133,11 +133,7 @@ class SFDTrainer:
 
 def options(config) -> dict:
     """``distill.kwargs`` over ``DEFAULTS``; a ValueError names an unknown field."""
-    given = dict(config.distill.kwargs)
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown distill.kwargs {unknown} for distill.method='sfd'; fields: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **given}
+    return kwargs_over(config, DEFAULTS)
 
 
 def check(config) -> None:

@@ -30,7 +30,7 @@ from samplers.checks import check_number
 from samplers.ode.shortcut import MAX_STEPS, check_steps
 from samplers.param import as_prediction
 from samplers.schedules import Flow
-from train.distill import DistillMethod, register
+from train.distill import DistillMethod, kwargs_over, register
 from train.loop import apply_gradients, init_state
 
 LEVELS = int(math.log2(MAX_STEPS))  # 7: d = 1, 1/2, ..., 1/128
@@ -101,11 +101,8 @@ class ShortcutTrainer:
 
 
 def options(config) -> dict:
-    given = dict(config.distill.kwargs)
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown distill.kwargs {unknown} for distill.method='shortcut'; fields: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **given}
+    """``distill.kwargs`` over ``DEFAULTS``; a ValueError names an unknown field."""
+    return kwargs_over(config, DEFAULTS)
 
 
 def check(config) -> None:
