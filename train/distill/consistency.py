@@ -51,6 +51,7 @@ from samplers.grids import time_grid
 from samplers.ode.common import check_choice
 from samplers.schedules import Schedule
 from train.distill import DistillMethod, kwargs_over, register
+from train.distill.teacher import WithTeacher
 from train.losses import _per_sample
 from train.loop import TrainState, apply_gradients, init_state
 
@@ -146,7 +147,7 @@ class TargetState(TrainState):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ConsistencyTrainer:
+class ConsistencyTrainer(WithTeacher):
     """A loop ``Method`` (``train.loop.ObjectiveMethod``) for ``kind`` in ``KINDS``."""
 
     kind: str
@@ -160,10 +161,6 @@ class ConsistencyTrainer:
         sch = self.schedule
         s = lambda t: float(sch.sigma(np.float64(t)) / sch.alpha(np.float64(t)))
         return s(sch.t_min), s(sch.t_max)
-
-    @property
-    def frozen(self):
-        return self.teacher.params if self.teacher is not None else ()
 
     def f(self, network, params) -> Callable:
         return consistency_fn(lambda x, c: network.apply(params, x, c), self.schedule, self.s_range[0],

@@ -49,6 +49,7 @@ from samplers.ode.lsd import BASES, FINAL_ZERO, SPACE, initial_coef, lsd_sampler
 from samplers.param import as_prediction
 from samplers.schedules import Schedule
 from train.distill import DistillMethod, kwargs_over, register
+from train.distill.teacher import WithTeacher
 from train.loop import TrainState, apply_gradients
 
 DEFAULTS = dict(nfe=4, spacing="logsnr", teacher_substeps=32, base="ddim_eps", final_weight=1.0)
@@ -57,7 +58,7 @@ ARTEFACT = "lsd_artefact"  # the artefact's folder in a workdir (``save_artefact
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class LSDTrainer:
+class LSDTrainer(WithTeacher):
     """A loop ``Method`` (``train.loop.ObjectiveMethod``) for LSD (``learn_steps=False``) / LSD+."""
 
     schedule: Schedule
@@ -65,10 +66,6 @@ class LSDTrainer:
     learn_steps: bool
     init_scale: float
     teacher: Any = None
-
-    @property
-    def frozen(self):
-        return self.teacher.params if self.teacher is not None else ()
 
     @property
     def base(self) -> str:

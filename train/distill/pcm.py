@@ -46,6 +46,7 @@ from samplers.parallel import step_scale, time_parallel
 from samplers.parallel.pcm import linear_switch, picard_targets
 from samplers.parallel.picard import picard_sweep
 from train.distill import DistillMethod, kwargs_over, register
+from train.distill.teacher import WithTeacher
 from train.distill.consistency import TEACHER_SOLVERS as BASE_SAMPLERS
 from train.loop import TrainState, apply_gradients, init_state
 
@@ -60,7 +61,7 @@ def zero_last_layer(params):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class PCMTrainer:
+class PCMTrainer(WithTeacher):
     """A loop ``Method`` (``train.loop.ObjectiveMethod``) for the PCM objective."""
 
     sampler: Sampler  # the base sampler S
@@ -69,10 +70,6 @@ class PCMTrainer:
     opts: dict
     init_scale: float
     teacher: Any = None
-
-    @property
-    def frozen(self):
-        return self.teacher.params if self.teacher is not None else ()
 
     def base(self, frozen) -> Callable:
         """The teacher's model_fn in ``predicts``."""

@@ -36,6 +36,7 @@ from samplers.grids import time_grid
 from samplers.ode.common import check_choice
 from samplers.schedules import Schedule
 from train.distill import DistillMethod, kwargs_over, register
+from train.distill.teacher import WithTeacher
 from train.loop import TrainState, apply_gradients, init_state
 
 # teacher solvers on the fine grid (deterministic, built from (schedule, grid, predicts))
@@ -58,7 +59,7 @@ def coarse_grid(schedule: Schedule, o: dict, nfe: int):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class SFDTrainer:
+class SFDTrainer(WithTeacher):
     """A loop ``Method`` (``train.loop.ObjectiveMethod``) for SFD / SFD-v."""
 
     schedule: Schedule
@@ -66,10 +67,6 @@ class SFDTrainer:
     opts: dict
     init_scale: float
     teacher: Any = None
-
-    @property
-    def frozen(self):
-        return self.teacher.params if self.teacher is not None else ()
 
     @property
     def nfes(self) -> tuple[int, ...]:

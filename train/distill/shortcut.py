@@ -31,6 +31,7 @@ from samplers.ode.shortcut import MAX_STEPS, check_steps
 from samplers.param import as_prediction
 from samplers.schedules import Flow
 from train.distill import DistillMethod, kwargs_over, register
+from train.distill.teacher import WithTeacher
 from train.loop import apply_gradients, init_state
 
 LEVELS = int(math.log2(MAX_STEPS))  # 7: d = 1, 1/2, ..., 1/128
@@ -43,15 +44,11 @@ def step_condition(d):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ShortcutTrainer:
+class ShortcutTrainer(WithTeacher):
     """A loop ``Method`` (``train.loop.ObjectiveMethod``) for the shortcut objective."""
 
     opts: dict
     teacher: Any = None
-
-    @property
-    def frozen(self):
-        return self.teacher.params if self.teacher is not None else ()
 
     def init_state(self, network, tx, key):
         return init_state(network, tx, key)

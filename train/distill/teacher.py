@@ -34,6 +34,15 @@ class Teacher(NamedTuple):
         return lambda x, t: self.apply(params, x, t)
 
 
+class WithTeacher:
+    """Mixin of the distillation trainers (dataclasses with a ``teacher`` field): ``frozen``, the teacher's
+    parameters that the loop passes to the jitted step, () without a teacher."""
+
+    @property
+    def frozen(self):
+        return self.teacher.params if self.teacher is not None else ()
+
+
 def per_sample_times(fn: Callable) -> Callable:
     """``fn(x, t)`` taking a scalar t, extended to one t per sample (shape (B,)) by ``vmap``."""
 
