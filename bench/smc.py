@@ -23,15 +23,20 @@ density our score-only FK corrector does not use). Metrics over ``--repeats`` in
 RMSE against the exact log Z (FK targets the experts' product at the grid's last level, sigma = 0.01,
 whose log Z differs by < 1e-3), and the sliced W2 of the (weight-resampled) particles to exact
 product samples (mean and worst run). Ours with exact weights (``samplers.smc.path``): SMC along the
-path p_{1,t} p_{2,t} of the experts' exact noised log-densities (VP linear, ``PATH_LEVELS`` levels
+path p_{1,t} p_{2,t} of the experts' exact noised log-densities (VP linear, ``PathKnobs.levels`` levels
 from t = 1 to t = 0 uniform in alpha(t), ``path_times``; at t = 0 the path is p1 p2 itself, so its
-log Z is exact), reference N(0, I / 2) (the product of two N(0, I) experts at t = 1), ``PATH_MOVES``
-MALA moves a level with the fixed step size ``PATH_STEP`` (``PATH_ACCEPT``: None, or the acceptance
-it adapts to); cost = every call of log p_{1,t} p_{2,t} with its gradient, per particle (``Sampler.nfe``:
-the level's first call, which also gives the incremental weight, and one per MALA move; the one
-density-only call at init counted as one too). Its knobs (levels, moves, step rule, grid, reference)
-were fixed on two other products of 2-D mixtures (tests/test_smc_fk.py's E1 E2 and a random pair,
-``random_mixture`` seeds 11 and 12) at the same budget, before this table was run with them.
+log Z is exact), reference N(0, I / 2) (the product of two N(0, I) experts at t = 1), ``moves``
+MALA moves a level with the fixed step size ``step`` (``accept``: None, or the acceptance it adapts
+to), and ``final_moves`` MALA moves on p1 p2 after a final resampling (none if 0); cost = every call
+of log p_{1,t} p_{2,t} with its gradient, per particle (``Sampler.nfe``: the level's first call, which
+also gives the incremental weight, one per MALA move; the one density-only call at init counted as
+one too). Two rows: ``PATH_FIRST``, whose knobs (levels, moves, step rule, grid, reference) were fixed
+on two other products of 2-D mixtures (tests/test_smc_fk.py's E1 E2 and a random pair,
+``random_mixture`` seeds 11 and 12) at the same budget by log-Z RMSE, before this table was run with
+them; and ``PATH``, a second attempt made after that table was seen, its levels, moves and final
+moves chosen on the same two other problems by ``selection_rows`` (``--tables s``: the max over the
+problems of the larger of its log-Z RMSE and mean sliced W2 ratios to blackjax's). Bootstrap SEs (over
+the runs) of the log-Z RMSE and of the mean sliced W2 are printed beside them.
 
 (c) Cost at 1,024 and 16,384 particles with an MLP model (``models.mlp.MLP``, hidden 256, depth
 3, d = 16, random weights): wall time of a jitted run of the SMC sampler divided by the base
@@ -39,13 +44,14 @@ sampler's (DDPM, 20 steps), both timed in alternation (``time_paired``): the eng
 plain proposal (``base_potential``: weights, ESS, resampling at threshold 1, i.e. every step; goal
 <= 1.05) and TDS (a forward and backward twist evaluation a step: expected about 3 x).
 
-    python bench/smc.py [--quick] [--tables abc] [--out bench/smc]
+    python bench/smc.py [--quick] [--tables abc] [--out bench/smc]     (--tables s: the path SMC selection)
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -150,14 +156,14 @@ def plot_search(curves, target_mean, path):
 
 # -- (b) ----------------------------------------------------------------------------------------------
 
-def blackjax_run(n: int, mcmc_steps: int, step_size: float):
-    """jit(vmap over keys) of blackjax's adaptive tempered SMC to p1 p2 from N(0, I):
+def blackjax_run(n: int, mcmc_steps: int, step_size: float, experts=(E1, E2)):
+    """jit(vmap over keys) of blackjax's adaptive tempered SMC to p1 p2 (``experts``) from N(0, I):
     -> (particles resampled by the final weights, log Z-hat, gradient evaluations)."""
     import blackjax
     from blackjax.smc import resampling as bres
 
     log_prior = lambda x: jnp.sum(jax.scipy.stats.norm.logpdf(x))
-    log_lik = lambda x: E1.log_prob(x[None])[0] + E2.log_prob(x[None])[0] - log_prior(x)
+    log_lik = lambda x: sum(e.log_prob(x[None])[0] for e in experts) - log_prior(x)
     alg = blackjax.adaptive_tempered_smc(log_prior, log_lik, blackjax.mala.build_kernel(), blackjax.mala.init,
                                          dict(step_size=jnp.array([step_size])), bres.systematic, 0.5,
                                          num_mcmc_steps=mcmc_steps)
@@ -181,8 +187,23 @@ def blackjax_run(n: int, mcmc_steps: int, step_size: float):
 
 
 FK_STEPS = (50, 100, 200)  # the FK corrector's grids, all reported (none chosen by its error)
-# path SMC's knobs, fixed on other problems before table (b) was run (module docstring)
-PATH_LEVELS, PATH_MOVES, PATH_STEP, PATH_ACCEPT = 10, 1, 0.3, None
+
+
+class PathKnobs(NamedTuple):
+    """Path SMC's knobs (``path_times`` levels, MALA moves a level, fixed MALA step or None,
+    acceptance it adapts to or None, final moves after the last level (with a final resampling))."""
+    levels: int
+    moves: int
+    step: float
+    accept: float | None
+    final_moves: int
+
+
+# path SMC's knobs, fixed on other problems before table (b) was run with them (module docstring): the
+# first attempt's (chosen by log-Z RMSE), and the second attempt's (made after the first attempt's table
+# (b) was seen; chosen on the same other problems by the joint criterion of selection_rows)
+PATH_FIRST = PathKnobs(levels=10, moves=1, step=0.3, accept=None, final_moves=0)
+PATH = PathKnobs(levels=5, moves=3, step=0.3, accept=None, final_moves=0)
 
 
 def path_times(schedule, levels: int) -> np.ndarray:
@@ -192,11 +213,12 @@ def path_times(schedule, levels: int) -> np.ndarray:
     return np.interp(np.linspace(alpha[-1], 1.0, levels + 1), alpha[::-1], fine[::-1])
 
 
-def ours_run(n: int, method: str, steps: int):
+def ours_run(n: int, method: str, steps, experts=(E1, E2)):
     """jit(vmap over keys) of one of our SMC runs to p1 p2 from N(0, I) on a DDPM of expert 1 ("large"):
     ``method`` "tds" (20 uniform steps, the likelihood p2's exact log-density differentiated) or "fk"
     (``fk.product_of_experts`` with expert 2's eps model, log-SNR grid, resampling at every step),
-    or "path" (``path.path_smc`` on log p_{1,t} + log p_{2,t}, ``steps`` levels, no DDPM)
+    or "path" (``path.path_smc`` on log p_{1,t} + log p_{2,t} with the ``PathKnobs`` ``steps``, no DDPM;
+    the only method run on other ``experts``)
     -> (particles resampled by the final weights, log Z-hat, gradient evaluations); and the
     gradient evaluations per particle and run (tds: its model calls, the twist's backward pass
     included; fk: one evaluation of both experts' scores, i.e. of grad log p1 p2, per step; path: its
@@ -204,9 +226,10 @@ def ours_run(n: int, method: str, steps: int):
     vp = schedules.vp_linear()
     model = E1.model_fn(vp, "eps")
     if method == "path":
-        s = path.path_smc(path_times(vp, steps), mala(PATH_STEP, PATH_MOVES), reference_std=np.sqrt(0.5),
-                          target_accept=PATH_ACCEPT)
-        model = path.product_log_density(E1.log_prob_fn(vp), E2.log_prob_fn(vp))
+        s = path.path_smc(path_times(vp, steps.levels), mala(steps.step, steps.moves), reference_std=np.sqrt(0.5),
+                          target_accept=steps.accept, final_resample=steps.final_moves > 0,
+                          final_moves=steps.final_moves)
+        model = path.product_log_density(*(e.log_prob_fn(vp) for e in experts))
         per_particle = s.nfe
     elif method == "tds":
         base = ddpm(vp, time_grid(vp, steps, "uniform"), variance="large")
@@ -233,21 +256,73 @@ def blackjax_rows(repeats: int, particles: int, mcmc_steps: int, step_size: floa
     keys = jax.random.split(jax.random.PRNGKey(5), repeats)
     runs = [("blackjax adaptive tempered SMC (MALA)", particles, *blackjax_run(particles, mcmc_steps, step_size)(keys))]
     grads = float(np.mean(runs[0][4]))
-    path_name = (f"ours: path SMC, exact weights ({PATH_LEVELS} levels, {PATH_MOVES} MALA moves, "
-                 f"step {PATH_STEP if PATH_ACCEPT is None else f'adapted to acceptance {PATH_ACCEPT}'})")
-    for name, method, steps in ([(path_name, "path", PATH_LEVELS),
+    for name, method, steps in ([(path_name(PATH, "second attempt"), "path", PATH),
+                                 (path_name(PATH_FIRST, "first attempt"), "path", PATH_FIRST),
                                  ("ours: engine + TDS (20-step DDPM of p1, likelihood p2)", "tds", 20)] +
                                 [(f"ours: FK product of experts ({k} DDPM steps)", "fk", k) for k in FK_STEPS]):
         n = max(int(grads // ours_run(1, method, steps)[1]), 1)
         runs.append((name, n, *ours_run(n, method, steps)[0](keys)))
     rows, pts = [], {}
     for name, n, xs, lz, g in runs:
-        lz = np.asarray(lz, np.float64)
-        sw = np.array([float(sliced_wasserstein(x, exact, jax.random.PRNGKey(3), 128)) for x in xs])
-        rmse = float(np.sqrt(np.mean((lz - log_z) ** 2)))
-        rows.append([name, n, float(np.mean(g)), rmse, float(np.mean(lz - log_z)), sw.mean(), sw.max()])
+        rmse, rmse_se, bias, sw = run_metrics(xs, lz, log_z, exact)
+        rows.append([name, n, float(np.mean(g)), rmse, rmse_se, bias, sw.mean(), bootstrap_se(sw, np.mean), sw.max()])
         pts[name] = (float(np.mean(g)), rmse, sw.mean())
     return rows, pts, log_z
+
+
+SELECTION_GRID = [PathKnobs(levels, moves, 0.3, None, final) for levels in (5, 10, 20) for moves in (1, 3)
+                  for final in (0, 10, 30)]
+
+
+def selection_rows(repeats: int = 64, mcmc_steps: int = 10, step_size: float = 0.5):
+    """The second attempt's selection of ``PATH`` on two other products of 2-D mixtures (never table
+    (b)'s): tests/test_smc_fk.py's E1 E2 and ``random_mixture(2, 2, seed=11/12, spread=1.5, scale=0.7)``.
+    On each, blackjax (as in table (b)) and every ``SELECTION_GRID`` config at blackjax's mean gradient
+    evaluations per run, ``repeats`` runs; the score of a config is the max over the problems of
+    max(log-Z RMSE / blackjax's, mean sliced W2 / blackjax's), the chosen config the lowest score.
+    -> (rows: config, then per problem the two ratios, then the score; blackjax's metrics per problem)."""
+    from models.analytic import random_mixture
+    from tests.test_smc_fk import E1 as F1, E2 as F2
+
+    problems = {"E1 E2": (F1, F2), "random pair": tuple(random_mixture(2, 2, seed=s, spread=1.5, scale=0.7)
+                                                        for s in (11, 12))}
+    keys = jax.random.split(jax.random.PRNGKey(5), repeats)
+    ratios, ref = {}, {}
+    for pname, experts in problems.items():
+        target, log_z = product(*experts)
+        exact = target.sample(jax.random.PRNGKey(99), 8192)
+        xs, lz, g = blackjax_run(1024, mcmc_steps, step_size, experts)(keys)
+        rmse, _, _, sw = run_metrics(xs, lz, log_z, exact)
+        ref[pname] = (float(np.mean(g)), rmse, sw.mean())
+        for knobs in SELECTION_GRID:
+            n = max(int(ref[pname][0] // ours_run(1, "path", knobs, experts)[1]), 1)
+            r, _, _, s = run_metrics(*ours_run(n, "path", knobs, experts)[0](keys)[:2], log_z, exact)
+            ratios.setdefault(knobs, []).extend([r / rmse, s.mean() / sw.mean()])
+    rows = [[f"{k.levels} x {k.moves} + {k.final_moves}", *r, max(r)] for k, r in ratios.items()]
+    return rows, ref
+
+
+def path_name(knobs: PathKnobs, attempt: str) -> str:
+    step = knobs.step if knobs.accept is None else f"adapted to acceptance {knobs.accept}"
+    final = f", {knobs.final_moves} final moves" if knobs.final_moves else ""
+    return (f"ours: path SMC, exact weights ({knobs.levels} levels, {knobs.moves} MALA moves, step {step}{final}; "
+            f"{attempt})")
+
+
+def bootstrap_se(values, statistic, draws: int = 2000) -> float:
+    """Standard error of ``statistic(values)`` by the bootstrap over the runs (fixed seed)."""
+    rng = np.random.default_rng(0)
+    values = np.asarray(values)
+    return float(np.std([statistic(values[rng.integers(0, len(values), len(values))]) for _ in range(draws)]))
+
+
+def run_metrics(xs, lz, log_z: float, exact):
+    """Over runs: (log-Z RMSE, its bootstrap SE, log-Z bias, sliced W2 of each run's particles to
+    ``exact`` (R,))."""
+    err = np.asarray(lz, np.float64) - log_z
+    sw = np.array([float(sliced_wasserstein(x, exact, jax.random.PRNGKey(3), 128)) for x in xs])
+    rmse = lambda e: float(np.sqrt(np.mean(e**2)))
+    return rmse(err), bootstrap_se(err, rmse), float(np.mean(err)), sw
 
 
 def plot_blackjax(pts, path):
@@ -335,10 +410,20 @@ def table_b(out, repeats, particles_bj, mcmc_steps):
     brows, pts, log_z = blackjax_rows(repeats, particles_bj, mcmc_steps)
     print(f"\n### (b) Product of two mixture experts vs blackjax adaptive tempered SMC: {repeats} runs, exact "
           f"log Z = {log_z:.4f}; blackjax {particles_bj} particles, {mcmc_steps} MALA steps per temperature\n")
-    print(markdown_table(["method", "particles", "gradient evals / run", "log-Z RMSE", "log-Z bias",
-                          "sliced W2 (mean)", "sliced W2 (worst run)"], brows))
+    print(markdown_table(["method", "particles", "gradient evals / run", "log-Z RMSE", "(bootstrap SE)", "log-Z bias",
+                          "sliced W2 (mean)", "(bootstrap SE)", "sliced W2 (worst run)"], brows))
     plot_blackjax(pts, f"{out}_blackjax.png")
     print(f"\nplot: {out}_blackjax.png")
+
+
+def table_selection():
+    rows, ref = selection_rows()
+    print("\n### Path SMC knob selection (other problems, 64 runs): ratios to blackjax, score = max ratio\n")
+    print("blackjax (gradient evals / run, log-Z RMSE, mean sliced W2): " +
+          "; ".join(f"{p}: {g:.4g}, {r:.4f}, {w:.4f}" for p, (g, r, w) in ref.items()) + "\n")
+    print(markdown_table(["levels x moves + final moves", "E1 E2: log-Z RMSE ratio", "E1 E2: W2 ratio",
+                          "random pair: log-Z RMSE ratio", "random pair: W2 ratio", "score"],
+                         sorted(rows, key=lambda r: r[-1])))
 
 
 def table_c(out, quick):
@@ -353,10 +438,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer problems, seeds and repeats (a few minutes)")
     ap.add_argument("--out", default=str(Path(__file__).with_suffix("")), help="prefix of the PNG plots")
-    ap.add_argument("--tables", default="abc", help="which tables to run, e.g. 'b' (default all: abc)")
+    ap.add_argument("--tables", default="abc", help="which tables to run, e.g. 'b' (default all: abc; 's': path "
+                    "SMC's knob selection on other problems, not in the default)")
     args = ap.parse_args()
-    if not args.tables or set(args.tables) - set("abc"):
-        ap.error(f"--tables must be letters among a, b, c, got {args.tables!r}")
+    if not args.tables or set(args.tables) - set("abcs"):
+        ap.error(f"--tables must be letters among a, b, c, s, got {args.tables!r}")
     problems, seeds, repeats = (128, 1, 32) if args.quick else (512, 3, 100)
 
     print("## SMC: closed-form targets, blackjax, cost\n")
@@ -367,6 +453,8 @@ def main():
         table_b(args.out, repeats, particles_bj=1024, mcmc_steps=10)
     if "c" in args.tables:
         table_c(args.out, args.quick)
+    if "s" in args.tables:
+        table_selection()
 
 
 if __name__ == "__main__":

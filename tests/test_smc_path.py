@@ -54,6 +54,35 @@ def test_exact_product_of_experts_and_control():
     assert check(path.path_smc(TIMES, unadjusted(kernel))) == (False, False)
 
 
+def unadjusted_after(kernel, moves: int):
+    """CONTROL: ``kernel`` (MALA) Metropolis-adjusted for its first ``moves`` moves after each
+    ``init`` (a level's moves) and unadjusted after them (i.e. in path_smc's final moves only)."""
+    bad = unadjusted(kernel)
+    return kernel._replace(step=lambda s, k, m: jax.lax.cond(s.i < moves, lambda s: kernel.step(s, k, m),
+                                                             lambda s: bad.step(s, k, m), s))
+
+
+def test_final_moves_keep_the_target_and_rejuvenate():
+    """8 MALA moves on p1 p2 after the last level (no reweighting): Z-hat stays unbiased, the
+    weighted moments exact and the resampled duplicates are diversified. CONTROL: the same final
+    moves without their Metropolis correction (the level moves still adjusted) leave Z-hat as is
+    but shift the weighted moments: rejected by the moment check. Measured (3 seeds): Z-hat / Z
+    0.975-0.996 (SE 0.008-0.010), moments within 1.5 SE; the control's weighted mean off by 5-13 SE,
+    its second moment by 18-55 SE."""
+    kernel = mala(0.5, 4)
+    s = path.path_smc(TIMES, kernel, final_moves=8)
+    assert s.nfe == 1 + 4 * (1 + 4) + 8
+    assert check(s) == (True, True)
+    assert check(path.path_smc(TIMES, unadjusted_after(kernel, 4), final_moves=8)) == (True, False)
+    z = jax.random.normal(jax.random.PRNGKey(0), (256, 2))
+    one = [path.path_smc(TIMES, mala(0.5, 1), ess_threshold=1.0, final_moves=f) for f in (0, 8)]
+    states = [sample(s, MODEL, z, jax.random.PRNGKey(1)) for s in one]
+    assert [int(st.nfe) for st in states] == [s.nfe for s in one] == [1 + 4 * 2, 1 + 4 * 2 + 8]
+    # 1 move a level (acceptance 0.47) leaves duplicates of the last resampling: measured 232 distinct of 256
+    distinct = [len(np.unique(np.asarray(st.x), axis=0)) for st in states]
+    assert distinct[0] < 0.95 * 256 and distinct[1] > 0.99 * 256, distinct
+
+
 def test_hmc_moves_with_adapted_step_size():
     """HMC moves (3 leapfrog steps, 2 moves a level), the step size adapted towards acceptance 0.65
     (population-dependent, so unbiased only up to the adaptation). Measured (4 seeds): Z-hat / Z
@@ -101,6 +130,8 @@ def test_bad_input():
         path.path_smc(TIMES, kernel, target_accept=1.0)
     with pytest.raises(ValueError, match="final_resample"):
         path.path_smc(TIMES, kernel, final_resample="yes")
+    with pytest.raises(ValueError, match="final_moves"):
+        path.path_smc(TIMES, kernel, final_moves=-1)
     with pytest.raises(ValueError, match="log_densities"):
         path.product_log_density()
     with pytest.raises(ValueError, match="z must"):

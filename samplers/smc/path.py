@@ -33,6 +33,12 @@ log gamma_t), and a run ``1 + K kernel.nfe`` (the 1: log gamma_{t_0} at init, by
 
 The state is the engine's ``SMCState``: ``extra`` holds log gamma_{t_k} at the particles, ``inner``
 the adapted step size and the last level's mean acceptance (``MoveStats``).
+
+``final_moves`` > 0 runs that many more kernel moves on gamma_{t_K} after the last level's moves
+(after the last reweighting, so no weight changes): a kernel invariant for pi_{t_K} leaves the
+weighted particles a valid (and Z-hat the same unbiased) estimate, and rejuvenates the resampled
+duplicates (as the final MCMC sweep of resample-move SMC, Gilks & Berzuini 2001). They cost
+``final_moves`` x the kernel's model calls per move, counted in ``nfe``.
 """
 from __future__ import annotations
 
@@ -44,7 +50,7 @@ import numpy as np
 from flax import struct
 from jax.scipy.special import logsumexp
 
-from samplers.checks import check_number, check_positive
+from samplers.checks import check_int, check_number, check_positive
 from samplers.core import Sampler
 from samplers.mcmc.common import accept_prob, sum_event
 from samplers.smc import resampling
@@ -108,14 +114,15 @@ def _gather_particles(tree, idx):
 
 def path_smc(times, kernel: Sampler, *, reference_std: float = 1.0, resampler: str = "systematic",
              ess_threshold: float = 0.5, target_accept: float | None = None,
-             final_resample: bool = False) -> Sampler:
+             final_resample: bool = False, final_moves: int = 0) -> Sampler:
     """The path SMC ``Sampler`` (module docstring) over ``times`` with ``kernel``'s moves at each level.
 
     ``init(z)``: z ~ N(0, I) of shape (N, ...), the particles are ``reference_std * z``.
     ``resampler``: one of ``resampling.RESAMPLERS``; ``ess_threshold`` in [0, 1];
     ``target_accept``: None (the kernel's own step size at every level) or a mean acceptance
     probability in (0, 1) towards which the step size moves after every MCMC move,
-    log h += mean acceptance - target_accept; ``final_resample`` resamples after the last level.
+    log h += mean acceptance - target_accept; ``final_resample`` resamples after the last level;
+    ``final_moves`` >= 0: extra kernel moves on the target after the last level (module docstring).
     ``state.x`` are the weighted particles, ``state.log_z`` the log of the unbiased estimate of
     integral gamma_{t_K}, ``engine.weighted_mean(state, f)`` the estimate of E[f].
     """
@@ -130,6 +137,8 @@ def path_smc(times, kernel: Sampler, *, reference_std: float = 1.0, resampler: s
             raise ValueError("target_accept must be None (fixed step size) or a number in (0, 1), got 1.0")
     if not isinstance(final_resample, bool):
         raise ValueError(f"final_resample must be True or False, got {final_resample!r}")
+    final_moves = check_int("final_moves", final_moves, 0)
+    per_move = (kernel.nfe - 1) // kernel.num_steps  # model calls of one move (the kernel's init excluded)
     levels = len(t) - 1
 
     def init(z, key=None, model_fn=None):
@@ -148,8 +157,19 @@ def path_smc(times, kernel: Sampler, *, reference_std: float = 1.0, resampler: s
                         ess=resampling.ess(lw).astype(dt), ancestors=jnp.arange(n, dtype=jnp.int32),
                         extra=ld, i=jnp.zeros((), jnp.int32), nfe=jnp.ones((), jnp.int32))
 
+    def moves(ks, h, key, count, at):
+        """``count`` kernel moves on ``at`` from ``ks`` with step size ``h`` (adapted if ``target_accept``)."""
+        def move(carry, k):
+            ks, h = carry
+            ks = kernel.step(ks.replace(step_size=h), k, at)
+            if target_accept is not None:
+                h = h * jnp.exp(jnp.mean(accept_prob(ks.log_accept)) - target_accept).astype(h.dtype)
+            return (ks, h), None
+
+        return jax.lax.scan(move, (ks, h), jax.random.split(key, count))[0]
+
     def step(state, key, model_fn):
-        kr, km = jax.random.split(key)
+        kr, km, kf = jax.random.split(key, 3)
         dt = state.x.dtype
         t_next = jnp.asarray(t, dt)[state.i + 1]
         at = lambda y, _: model_fn(y, t_next)
@@ -158,17 +178,15 @@ def path_smc(times, kernel: Sampler, *, reference_std: float = 1.0, resampler: s
         idx, log_w, dlog_z, ess = reweight_resample(kr, state.log_w, (ks.logdensity - state.extra).astype(dt),
                                                     resample, threshold, force)
         ks = _gather_particles(ks, idx)
-
-        def move(carry, k):
-            ks, h = carry
-            ks = kernel.step(ks.replace(step_size=h), k, at)
-            if target_accept is not None:
-                h = h * jnp.exp(jnp.mean(accept_prob(ks.log_accept)) - target_accept).astype(dt)
-            return (ks, h), None
-
-        (ks, h), _ = jax.lax.scan(move, (ks, state.inner.step_size), jax.random.split(km, kernel.num_steps))
-        stats = MoveStats(step_size=h, accept=(jnp.mean(ks.accept_sum) / kernel.num_steps).astype(dt))
+        ks, h = moves(ks, state.inner.step_size, km, kernel.num_steps, at)
+        accept = (jnp.mean(ks.accept_sum) / kernel.num_steps).astype(dt)
+        nfe = state.nfe + kernel.nfe
+        if final_moves:  # static; at the last level only (a real branch: state.i is not per-run)
+            last = state.i == levels - 1
+            ks, h = jax.lax.cond(last, lambda c: moves(*c, kf, final_moves, at), lambda c: c, (ks, h))
+            nfe = nfe + jnp.where(last, final_moves * per_move, 0).astype(nfe.dtype)
+        stats = MoveStats(step_size=h, accept=accept)
         return SMCState(x=ks.x, inner=stats, log_w=log_w, log_z=state.log_z + dlog_z, ess=ess, ancestors=idx,
-                        extra=ks.logdensity, i=state.i + 1, nfe=state.nfe + kernel.nfe)
+                        extra=ks.logdensity, i=state.i + 1, nfe=nfe)
 
-    return Sampler(init=init, step=step, num_steps=levels, nfe=1 + levels * kernel.nfe)
+    return Sampler(init=init, step=step, num_steps=levels, nfe=1 + levels * kernel.nfe + final_moves * per_move)
