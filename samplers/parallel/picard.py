@@ -95,6 +95,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from samplers.checks import check_number
 from samplers.core import ModelFn, PRNGKey, Sampler
 from samplers.grids import TimeGrid
 from samplers.ode.common import check_choice, check_grid
@@ -134,10 +135,10 @@ def check_switch(switch) -> None:
         raise ValueError(f"switch must be None or a samplers.parallel.picard.Switch(model_fn, lambdas) with a "
                          f"callable model_fn, got {switch!r}")
     lam = switch.lambdas
-    if not isinstance(lam, tuple) or not lam or not all(
-            isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) and 0 <= v <= 1
-            for v in lam):
+    if not isinstance(lam, tuple) or not lam:
         raise ValueError(f"switch.lambdas must be a non-empty tuple of numbers in [0, 1], got {lam!r}")
+    for v in lam:
+        check_number("switch.lambdas", v, 0.0, 1.0)
 
 
 def blend(base_fn: ModelFn, pcm_fn: ModelFn, lam) -> ModelFn:
