@@ -31,20 +31,28 @@ def relative(out, base) -> float:
     return float(jnp.linalg.norm(out.x - base) / jnp.linalg.norm(base))
 
 
+def cached_run(s, m, p, x, run, blocks: int, steps: int):
+    """The run with the schedule calibrated at threshold 0.2 and its block evaluations: as many as the
+    schedule refreshes, fewer than all ``blocks``, and still ``steps`` model calls."""
+    table = calibrate(s, m, p, x, 0.2)
+    cached = run(table)
+    evals = int(cached.carry[0][2])
+    assert evals == table.sum() and evals < blocks and int(cached.nfe) == steps
+    return cached, evals
+
+
 def test_block_cache_on_dit():
     m = DiT(patch_size=2, hidden=32, depth=4, num_heads=4, freq_dim=32, time_scale=1000.0)
     p = random_params(m, (8, 8, 3), scale=0.1)
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 3))
     s, base, run = runs(m, p, x, 10)
-    full = run(calibrate(s, m, p, x, 0.0))
+    every = calibrate(s, m, p, x, 0.0)
+    full = run(every)
     assert jnp.array_equal(full.x, base) and int(full.carry[0][2]) == 40
-    table = calibrate(s, m, p, x, 0.2)
-    cached = run(table)
-    evals = int(cached.carry[0][2])
-    assert evals == table.sum() and evals < 40 and int(cached.nfe) == 10
+    cached, evals = cached_run(s, m, p, x, run, 40, 10)
     rel = lambda out: relative(out, base)
     assert 0 < rel(cached) < 1e-3
-    never = np.zeros_like(table)
+    never = np.zeros_like(every)
     never[0] = True  # control: blocks never refreshed after the first step
     assert not rel(run(never)) < 1e-3
 
@@ -61,10 +69,7 @@ def test_block_cache_and_early_exit_on_unet():
     s, base, run = runs(m, p, x, 6)
     full = run(np.ones((6, 11), bool))
     assert jnp.array_equal(full.x, base) and int(full.carry[0][2]) == 66
-    table = calibrate(s, m, p, x, 0.2)
-    cached = run(table)
-    evals = int(cached.carry[0][2])
-    assert evals == table.sum() and evals < 66 and int(cached.nfe) == 6
+    cached, evals = cached_run(s, m, p, x, run, 66, 6)
     rel = lambda out: relative(out, base)
     assert 0 < rel(cached) < 1e-4, rel(cached)
     never = run(early_exit([11, 0, 0, 0, 0, 0], 11))
