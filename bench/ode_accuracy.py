@@ -31,7 +31,11 @@ points, saved with orbax to ``--out``/v3_stats and loaded back. Rows "dc <base>"
 DC-Solver on UniPC at the learnt NFEs on the registry's grid, its ratios searched (``dc_solver.fit_rho``, fixed
 knobs: bound 0.5, 41 candidates) against the exact PF-ODE trajectory of ``--dc-train`` other draws (seed 1) and
 shrunk on ``--dc-val`` validation draws (seed 2), saved with orbax to ``--out``/dc and loaded back; "(other
-mixture)" rows search on the mixture of seed 1 instead. The issue's
+mixture)" rows search on the mixture of seed 1 instead. Rows "learnt, selected on validation (<spec>)"
+(``--select-specs``, ``--select-nfes``): ``learnt_grid.fit_select`` fits every spec on the ``--train-batch``
+draws (seed 1) and keeps, per NFE, the one with the lowest RMS on ``--select-val`` validation draws (seed 2),
+so the variant is chosen without the benchmark's noise; the per-candidate validation RMS and the ratio of
+diffusers' DPM-Solver++ 3M to the selected row are printed under the table. The issue's
 goal setting is
 
     python bench/ode_accuracy.py --dim 32 --components 6 --nfes 5,10,15,20 --solvers ddim,ipndm,dpm_solver_pp_3m,unipc_3
@@ -62,6 +66,11 @@ from samplers.reference import pf_ode_trajectory  # noqa: E402
 from samplers.schedules import ddpm_betas, vp_discrete  # noqa: E402
 
 NFES = (5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)
+# fixed before the run; these are the variants tried in earlier sessions, some of them seen on this benchmark,
+# the choice among them is made on validation draws only
+SELECT_SPECS = ("ipndm", "dpm_solver_pp_3m:decoupled", "dpm_solver_pp_2m:decoupled",
+                "dpm_solver_pp_3m_taylor:orders+decoupled", "dpm_solver_pp_3m:orders+decoupled",
+                "dpm_solver_pp_3m_taylor:orders")
 
 
 def run_diffusers(make, steps: int, sigma_space: bool, denoise, ref: Reference, a0: float, s0: float):
@@ -173,6 +182,11 @@ def main():
                    help="learnt_grid.BASES names, ':decoupled' to also search the model times, ':orders' the "
                         "per-step orders (flags joined by '+')")
     p.add_argument("--train-batch", type=int, default=1024)
+    p.add_argument("--select-specs", default=",".join(SELECT_SPECS),
+                   help="variant specs (as --learnt-bases) fitted on the train draws, one kept per NFE and mixture by "
+                        "its RMS on --select-val validation draws ('' for none)")
+    p.add_argument("--select-nfes", default="5,10", help="NFEs of the selected rows ('' for none)")
+    p.add_argument("--select-val", type=int, default=512, help="validation draws (seed 2) of the variant selection")
     p.add_argument("--gits-bases", default="ddim,ipndm", help="learnt_grid.BASES names run on GITS grids ('' for none)")
     p.add_argument("--gits-batch", type=int, default=256)
     p.add_argument("--fast-ode", type=int, default=1, help="rows for AYS and DualFast at the learnt NFEs (0: none)")
@@ -190,6 +204,8 @@ def main():
     for n in names:
         if n not in registry.names():
             raise ValueError(f"--solvers entries must be among {registry.names()}, got {n!r}")
+    for spec in [b for b in args.select_specs.split(",") if b]:  # bad specs fail before the run
+        learnt_grid.parse_spec(spec, "--select-specs entry")
     print(f"# ODE solver accuracy\n\n{machine_lines()}\n", flush=True)
 
     gmm = random_mixture(dim=args.dim, num_components=args.components, seed=0)
@@ -220,24 +236,51 @@ def main():
         progress.update(label)
     learnt_nfes = [int(n) for n in args.learnt_nfes.split(",") if n]
     x_start = jnp.asarray(ref.start(a0, s0), dtype)
+
+    def draws_teacher(mixture, seed: int, n: int):
+        """(x_start, exact PF-ODE solution at sigma = 0) of ``n`` noise draws of PRNGKey(seed) on ``mixture``."""
+        teacher = Reference(mixture.denoise, np.asarray(jax.random.normal(
+            jax.random.PRNGKey(seed), (n, args.dim), jnp.float64)))
+        return teacher.start(a0, s0), teacher(a0, s0, 1.0, 0.0)
+
+    def evaluate(art, name: str):
+        """(RMS on the benchmark noise, model calls) of ``art`` saved to --out/grids/<name> and loaded back."""
+        path = os.path.abspath(os.path.join(args.out, "grids", name))
+        learnt_grid.save_grid(path, art)
+        smp = learnt_grid.learnt_grid_sampler(schedule, learnt_grid.load_grid(path))
+        out = jax.jit(sample, static_argnums=(0, 1))(smp, gmm.model_fn(schedule, "eps"), x_start)
+        return rms(out.x, ref(a0, s0, 1.0, 0.0)), int(out.nfe)
+
     for spec in [b for b in args.learnt_bases.split(",") if b] if learnt_nfes else []:
-        base, _, variant = spec.partition(":")
-        flags = set(variant.split("+"))
+        base, opts = learnt_grid.parse_spec(spec, "--learnt-bases entry")
         for mixture_seed, suffix in ((0, ""), (1, " (other mixture)")):
             tuned = random_mixture(dim=args.dim, num_components=args.components, seed=mixture_seed)
-            teacher = Reference(tuned.denoise, np.asarray(jax.random.normal(
-                jax.random.PRNGKey(1), (args.train_batch, args.dim), jnp.float64)))
+            train = draws_teacher(tuned, 1, args.train_batch)
             row = {}
             for nfe in learnt_nfes:
-                art = learnt_grid.fit_grid(schedule, tuned.model_fn(schedule, "eps"), base, nfe,
-                                           teacher.start(a0, s0), teacher(a0, s0, 1.0, 0.0), init_spacing="linspace",
-                                           decouple="decoupled" in flags, search_orders="orders" in flags)
-                path = os.path.abspath(os.path.join(args.out, "grids", f"{base}{variant}_mix{mixture_seed}_nfe{nfe}"))
-                learnt_grid.save_grid(path, art)
-                smp = learnt_grid.learnt_grid_sampler(schedule, learnt_grid.load_grid(path))
-                out = jax.jit(sample, static_argnums=(0, 1))(smp, gmm.model_fn(schedule, "eps"), x_start)
-                row[nfe] = (rms(out.x, ref(a0, s0, 1.0, 0.0)), int(out.nfe))
+                art = learnt_grid.fit_grid(schedule, tuned.model_fn(schedule, "eps"), base, nfe, *train,
+                                           init_spacing="linspace", **opts)
+                row[nfe] = evaluate(art, f"{spec.replace(':', '_').replace('+', '_')}_mix{mixture_seed}_nfe{nfe}")
             results[f"learnt {spec}{suffix}"] = {n: row.get(n) for n in nfes}
+    select_nfes = [int(n) for n in args.select_nfes.split(",") if n]
+    select_specs = [b for b in args.select_specs.split(",") if b]
+    selection, selected = "", {}
+    for mixture_seed, suffix in ((0, ""), (1, " (other mixture)")) if select_nfes and select_specs else ():
+        tuned = random_mixture(dim=args.dim, num_components=args.components, seed=mixture_seed)
+        train = draws_teacher(tuned, 1, args.train_batch)
+        validation = draws_teacher(tuned, 2, args.select_val)  # disjoint from train's and the benchmark's noise
+        row, chosen = {}, {}
+        for nfe in select_nfes:
+            art = learnt_grid.fit_select(schedule, tuned.model_fn(schedule, "eps"), select_specs, nfe, train,
+                                         validation, init_spacing="linspace")
+            row[nfe], chosen[nfe] = evaluate(art, f"selected_mix{mixture_seed}_nfe{nfe}"), art["spec"]
+            selection += (f"- NFE {nfe}, mixture seed {mixture_seed}: chosen {art['spec']}; validation RMS: "
+                          + ", ".join(f"{k} {v:.3g}" for k, v in art["validation_rms"].items()) + "; train RMS: "
+                          + ", ".join(f"{k} {v:.3g}" for k, v in art["train_rms"].items()) + "\n")
+        picks = sorted(set(chosen.values()))
+        picked = picks[0] if len(picks) == 1 else "; ".join(f"NFE {n}: {c}" for n, c in chosen.items())
+        selected[suffix] = f"learnt, selected on validation ({picked}){suffix}"
+        results[selected[suffix]] = {n: row.get(n) for n in nfes}
     gits_bases = [b for b in args.gits_bases.split(",") if b] if learnt_nfes else []
     if gits_bases:
         fine = time_grid(schedule, 100, "logsnr", final="zero")
@@ -283,11 +326,19 @@ def main():
             goal += (f"- NFE {nfe}: diffusers DPM-Solver++ 3M {results['diffusers DPM-Solver++ 3M'][nfe][0]:.3g}, "
                      f"best of ours {best} {ours[best]:.3g}: ratio "
                      f"{results['diffusers DPM-Solver++ 3M'][nfe][0] / ours[best]:.2f}x\n")
+    for label in selected.values() if "diffusers DPM-Solver++ 3M" in results else ():
+        for nfe in [n for n in select_nfes if n in nfes and results[label].get(n)]:
+            ratio = results["diffusers DPM-Solver++ 3M"][nfe][0] / results[label][nfe][0]
+            goal += f"- NFE {nfe}: diffusers DPM-Solver++ 3M / {label}: {ratio:.2f}x\n"
+    if selection:
+        goal += ("\nVariant selection on validation draws (PRNGKey(2), "
+                 f"{args.select_val}; fit on PRNGKey(1), {args.train_batch}):\n\n{selection}")
     print(f"{title}\n\n{table}\n\n{goal}", flush=True)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "ode_accuracy.md"), "w") as f:
         f.write(f"# ODE solver accuracy\n\n{machine_lines()}\n\n{title}\n\n{table}\n\n{goal}")
-    curves = {label: ([v[1] for v in row.values() if v], [v[0] for v in row.values() if v])
+    short = {label: f"learnt, selected on validation{suffix}" for suffix, label in selected.items()}  # legend
+    curves = {short.get(label, label): ([v[1] for v in row.values() if v], [v[0] for v in row.values() if v])
               for label, row in results.items()}
     plot_error_vs_nfe(curves, os.path.join(args.out, "ode_accuracy.png"), f"GMM dim {args.dim}, vp_discrete",
                       dashed=lambda label: label.startswith("diffusers"))

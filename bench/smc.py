@@ -27,16 +27,19 @@ path p_{1,t} p_{2,t} of the experts' exact noised log-densities (VP linear, ``Pa
 from t = 1 to t = 0 uniform in alpha(t), ``path_times``; at t = 0 the path is p1 p2 itself, so its
 log Z is exact), reference N(0, I / 2) (the product of two N(0, I) experts at t = 1), ``moves``
 MALA moves a level with the fixed step size ``step`` (``accept``: None, or the acceptance it adapts
-to), and ``final_moves`` MALA moves on p1 p2 after a final resampling (none if 0); cost = every call
-of log p_{1,t} p_{2,t} with its gradient, per particle (``Sampler.nfe``: the level's first call, which
-also gives the incremental weight, one per MALA move; the one density-only call at init counted as
-one too). Two rows: ``PATH_FIRST``, whose knobs (levels, moves, step rule, grid, reference) were fixed
-on two other products of 2-D mixtures (tests/test_smc_fk.py's E1 E2 and a random pair,
-``random_mixture`` seeds 11 and 12) at the same budget by log-Z RMSE, before this table was run with
-them; and ``PATH``, a second attempt made after that table was seen, its levels, moves and final
-moves chosen on the same two other problems by ``selection_rows`` (``--tables s``: the max over the
-problems of the larger of its log-Z RMSE and mean sliced W2 ratios to blackjax's). Bootstrap SEs (over
-the runs) of the log-Z RMSE and of the mean sliced W2 are printed beside them.
+to), ``final_moves`` MALA moves on p1 p2 after a final resampling (none if 0), and ``final_resample``
+(the last level resamples before its own moves); cost = every call of log p_{1,t} p_{2,t} with its
+gradient, per particle (``Sampler.nfe``: the level's first call, which also gives the incremental
+weight, one per MALA move; the one density-only call at init counted as one too). Three rows:
+``PATH_FIRST``, whose knobs (levels, moves, step rule, grid, reference) were fixed on two other products
+of 2-D mixtures (tests/test_smc_fk.py's E1 E2 and a random pair, ``random_mixture`` seeds 11 and 12) at
+the same budget by log-Z RMSE, before this table was run with them; ``PATH_SECOND``, a second attempt
+made after that table was seen, its levels, moves and final moves chosen on the same two other problems
+by ``selection_rows`` (``--tables s --selection second``: the max over the problems of the larger of its
+log-Z RMSE and mean sliced W2 ratios to blackjax's); and ``PATH``, a third attempt made after the second's
+table was seen, chosen by the same criterion on the same problems over ``SELECTION_GRIDS["third"]`` (MALA
+step 0.3 or 0.5, the last level resampling or not). Bootstrap SEs (over the runs) of the log-Z RMSE and
+of the mean sliced W2 are printed beside them.
 
 (c) Cost at 1,024 and 16,384 particles with an MLP model (``models.mlp.MLP``, hidden 256, depth
 3, d = 16, random weights): wall time of a jitted run of the SMC sampler divided by the base
@@ -191,19 +194,23 @@ FK_STEPS = (50, 100, 200)  # the FK corrector's grids, all reported (none chosen
 
 class PathKnobs(NamedTuple):
     """Path SMC's knobs (``path_times`` levels, MALA moves a level, fixed MALA step or None,
-    acceptance it adapts to or None, final moves after the last level (with a final resampling))."""
+    acceptance it adapts to or None, final moves after the last level, and whether the last level
+    resamples before its moves (always when there are final moves))."""
     levels: int
     moves: int
     step: float
     accept: float | None
     final_moves: int
+    final_resample: bool = False
 
 
 # path SMC's knobs, fixed on other problems before table (b) was run with them (module docstring): the
-# first attempt's (chosen by log-Z RMSE), and the second attempt's (made after the first attempt's table
-# (b) was seen; chosen on the same other problems by the joint criterion of selection_rows)
+# first attempt's (chosen by log-Z RMSE), the second attempt's (made after the first attempt's table (b)
+# was seen; chosen on the same other problems by the joint criterion of selection_rows) and the third's
+# (made after the second's table (b) was seen; same problems and criterion, SELECTION_GRIDS["third"])
 PATH_FIRST = PathKnobs(levels=10, moves=1, step=0.3, accept=None, final_moves=0)
-PATH = PathKnobs(levels=5, moves=3, step=0.3, accept=None, final_moves=0)
+PATH_SECOND = PathKnobs(levels=5, moves=3, step=0.3, accept=None, final_moves=0)
+PATH = PathKnobs(levels=5, moves=1, step=0.5, accept=None, final_moves=0, final_resample=True)
 
 
 def path_times(schedule, levels: int) -> np.ndarray:
@@ -227,7 +234,7 @@ def ours_run(n: int, method: str, steps, experts=(E1, E2)):
     model = E1.model_fn(vp, "eps")
     if method == "path":
         s = path.path_smc(path_times(vp, steps.levels), mala(steps.step, steps.moves), reference_std=np.sqrt(0.5),
-                          target_accept=steps.accept, final_resample=steps.final_moves > 0,
+                          target_accept=steps.accept, final_resample=steps.final_resample or steps.final_moves > 0,
                           final_moves=steps.final_moves)
         model = path.product_log_density(*(e.log_prob_fn(vp) for e in experts))
         per_particle = s.nfe
@@ -250,13 +257,14 @@ def ours_run(n: int, method: str, steps, experts=(E1, E2)):
     return jax.jit(jax.vmap(one)), per_particle
 
 
-def blackjax_rows(repeats: int, particles: int, mcmc_steps: int, step_size: float = 0.5):
+def blackjax_rows(repeats: int, particles: int, mcmc_steps: int, step_size: float = 0.5, seed: int = 5):
     target, log_z = product(E1, E2)
     exact = target.sample(jax.random.PRNGKey(99), 8192)
-    keys = jax.random.split(jax.random.PRNGKey(5), repeats)
+    keys = jax.random.split(jax.random.PRNGKey(seed), repeats)
     runs = [("blackjax adaptive tempered SMC (MALA)", particles, *blackjax_run(particles, mcmc_steps, step_size)(keys))]
     grads = float(np.mean(runs[0][4]))
-    for name, method, steps in ([(path_name(PATH, "second attempt"), "path", PATH),
+    for name, method, steps in ([(path_name(PATH, "third attempt"), "path", PATH),
+                                 (path_name(PATH_SECOND, "second attempt"), "path", PATH_SECOND),
                                  (path_name(PATH_FIRST, "first attempt"), "path", PATH_FIRST),
                                  ("ours: engine + TDS (20-step DDPM of p1, likelihood p2)", "tds", 20)] +
                                 [(f"ours: FK product of experts ({k} DDPM steps)", "fk", k) for k in FK_STEPS]):
@@ -270,14 +278,19 @@ def blackjax_rows(repeats: int, particles: int, mcmc_steps: int, step_size: floa
     return rows, pts, log_z
 
 
-SELECTION_GRID = [PathKnobs(levels, moves, 0.3, None, final) for levels in (5, 10, 20) for moves in (1, 3)
-                  for final in (0, 10, 30)]
+# the path SMC knob grids of the second and third attempts, each fixed before its selection run
+SELECTION_GRIDS = {
+    "second": [PathKnobs(levels, moves, 0.3, None, final) for levels in (5, 10, 20) for moves in (1, 3)
+               for final in (0, 10, 30)],
+    "third": [PathKnobs(levels, moves, step, None, 0, last) for levels in (5, 10) for moves in (1, 3)
+              for step in (0.3, 0.5) for last in (False, True)],
+}
 
 
-def selection_rows(repeats: int = 64, mcmc_steps: int = 10, step_size: float = 0.5):
-    """The second attempt's selection of ``PATH`` on two other products of 2-D mixtures (never table
-    (b)'s): tests/test_smc_fk.py's E1 E2 and ``random_mixture(2, 2, seed=11/12, spread=1.5, scale=0.7)``.
-    On each, blackjax (as in table (b)) and every ``SELECTION_GRID`` config at blackjax's mean gradient
+def selection_rows(grid: str, repeats: int = 64, mcmc_steps: int = 10, step_size: float = 0.5):
+    """The second and third attempts' selection of path SMC's knobs on two other products of 2-D mixtures
+    (never table (b)'s): tests/test_smc_fk.py's E1 E2 and ``random_mixture(2, 2, seed=11/12, spread=1.5, scale=0.7)``.
+    On each, blackjax (as in table (b)) and every ``SELECTION_GRIDS[grid]`` config at blackjax's mean gradient
     evaluations per run, ``repeats`` runs; the score of a config is the max over the problems of
     max(log-Z RMSE / blackjax's, mean sliced W2 / blackjax's), the chosen config the lowest score.
     -> (rows: config, then per problem the two ratios, then the score; blackjax's metrics per problem)."""
@@ -294,17 +307,23 @@ def selection_rows(repeats: int = 64, mcmc_steps: int = 10, step_size: float = 0
         xs, lz, g = blackjax_run(1024, mcmc_steps, step_size, experts)(keys)
         rmse, _, _, sw = run_metrics(xs, lz, log_z, exact)
         ref[pname] = (float(np.mean(g)), rmse, sw.mean())
-        for knobs in SELECTION_GRID:
+        for knobs in SELECTION_GRIDS[grid]:
             n = max(int(ref[pname][0] // ours_run(1, "path", knobs, experts)[1]), 1)
             r, _, _, s = run_metrics(*ours_run(n, "path", knobs, experts)[0](keys)[:2], log_z, exact)
             ratios.setdefault(knobs, []).extend([r / rmse, s.mean() / sw.mean()])
-    rows = [[f"{k.levels} x {k.moves} + {k.final_moves}", *r, max(r)] for k, r in ratios.items()]
+    rows = [[knobs_label(k), *r, max(r)] for k, r in ratios.items()]
     return rows, ref
+
+
+def knobs_label(k: PathKnobs) -> str:
+    return f"{k.levels} x {k.moves} + {k.final_moves}, step {k.step}" + (", last level resamples" if k.final_resample
+                                                                       else "")
 
 
 def path_name(knobs: PathKnobs, attempt: str) -> str:
     step = knobs.step if knobs.accept is None else f"adapted to acceptance {knobs.accept}"
     final = f", {knobs.final_moves} final moves" if knobs.final_moves else ""
+    final += ", last level resamples" if knobs.final_resample and not knobs.final_moves else ""
     return (f"ours: path SMC, exact weights ({knobs.levels} levels, {knobs.moves} MALA moves, step {step}{final}; "
             f"{attempt})")
 
@@ -406,9 +425,10 @@ def table_a(out, problems, seeds):
     print(f"\nplot: {out}_search.png")
 
 
-def table_b(out, repeats, particles_bj, mcmc_steps):
-    brows, pts, log_z = blackjax_rows(repeats, particles_bj, mcmc_steps)
-    print(f"\n### (b) Product of two mixture experts vs blackjax adaptive tempered SMC: {repeats} runs, exact "
+def table_b(out, repeats, particles_bj, mcmc_steps, seed):
+    brows, pts, log_z = blackjax_rows(repeats, particles_bj, mcmc_steps, seed=seed)
+    print(f"\n### (b) Product of two mixture experts vs blackjax adaptive tempered SMC: {repeats} runs (key seed "
+          f"{seed}), exact "
           f"log Z = {log_z:.4f}; blackjax {particles_bj} particles, {mcmc_steps} MALA steps per temperature\n")
     print(markdown_table(["method", "particles", "gradient evals / run", "log-Z RMSE", "(bootstrap SE)", "log-Z bias",
                           "sliced W2 (mean)", "(bootstrap SE)", "sliced W2 (worst run)"], brows))
@@ -416,12 +436,13 @@ def table_b(out, repeats, particles_bj, mcmc_steps):
     print(f"\nplot: {out}_blackjax.png")
 
 
-def table_selection():
-    rows, ref = selection_rows()
-    print("\n### Path SMC knob selection (other problems, 64 runs): ratios to blackjax, score = max ratio\n")
+def table_selection(grid: str):
+    rows, ref = selection_rows(grid)
+    print(f"\n### Path SMC knob selection, {grid} attempt's grid (other problems, 64 runs): ratios to blackjax, "
+          "score = max ratio\n")
     print("blackjax (gradient evals / run, log-Z RMSE, mean sliced W2): " +
           "; ".join(f"{p}: {g:.4g}, {r:.4f}, {w:.4f}" for p, (g, r, w) in ref.items()) + "\n")
-    print(markdown_table(["levels x moves + final moves", "E1 E2: log-Z RMSE ratio", "E1 E2: W2 ratio",
+    print(markdown_table(["levels x moves + final moves, step", "E1 E2: log-Z RMSE ratio", "E1 E2: W2 ratio",
                           "random pair: log-Z RMSE ratio", "random pair: W2 ratio", "score"],
                          sorted(rows, key=lambda r: r[-1])))
 
@@ -440,6 +461,10 @@ def main():
     ap.add_argument("--out", default=str(Path(__file__).with_suffix("")), help="prefix of the PNG plots")
     ap.add_argument("--tables", default="abc", help="which tables to run, e.g. 'b' (default all: abc; 's': path "
                     "SMC's knob selection on other problems, not in the default)")
+    ap.add_argument("--selection", default="third", choices=sorted(SELECTION_GRIDS),
+                    help="the attempt whose knob grid --tables s runs")
+    ap.add_argument("--repeats", type=int, default=0, help="table (b)'s runs (0: 100, --quick 32)")
+    ap.add_argument("--seed", type=int, default=5, help="table (b)'s key seed (the runs' keys split from it)")
     args = ap.parse_args()
     if not args.tables or set(args.tables) - set("abcs"):
         ap.error(f"--tables must be letters among a, b, c, s, got {args.tables!r}")
@@ -450,11 +475,11 @@ def main():
     if "a" in args.tables:
         table_a(args.out, problems, seeds)
     if "b" in args.tables:
-        table_b(args.out, repeats, particles_bj=1024, mcmc_steps=10)
+        table_b(args.out, args.repeats or repeats, particles_bj=1024, mcmc_steps=10, seed=args.seed)
     if "c" in args.tables:
         table_c(args.out, args.quick)
     if "s" in args.tables:
-        table_selection()
+        table_selection(args.selection)
 
 
 if __name__ == "__main__":

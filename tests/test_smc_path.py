@@ -105,6 +105,13 @@ def test_resampling_rule_and_model_calls():
                     trajectory=True)[1]
     assert np.all(np.asarray(always.log_w) == np.float32(-np.log(64)))  # threshold 1 resamples at every level
     assert all(not np.all(a == np.arange(64)) for a in np.asarray(always.ancestors))
+    # final_resample: the last level resamples (before its moves) even at threshold 0; Z-hat is unchanged
+    last, last_trace = sample(path.path_smc(TIMES, mala(0.3, 3), ess_threshold=0.0, final_resample=True), MODEL, z,
+                              jax.random.PRNGKey(1), trajectory=True)
+    anc = np.asarray(last_trace.ancestors)
+    assert np.all(anc[:-1] == np.arange(64)) and not np.all(anc[-1] == np.arange(64))
+    assert np.all(np.asarray(last.log_w) == np.float32(-np.log(64)))
+    assert float(last.log_z) == float(st.log_z)
 
 
 def test_bad_input():

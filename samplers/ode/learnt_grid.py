@@ -23,6 +23,11 @@ the spirit of USF (Liu et al. 2023, "A Unified Sampling Framework for Solver Sea
 Probabilistic Models"): the order of each step (1 to the base's order, at most i + 1 at step i; the
 first step and the last one to sigma = 0 stay first order) is chosen by coordinate descent on the
 same loss, alternating with the grid search; the artefact then carries "orders".
+
+Variant choice (``fit_select``): model selection on held-out data. Each variant spec
+("base[:flag+flag]", ``parse_spec``) is fitted on training draws and the artefact with the lowest
+RMS on disjoint validation draws is kept; it records its "spec" and every candidate's validation
+(and training) RMS.
 """
 from __future__ import annotations
 
@@ -35,7 +40,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from scipy.optimize import minimize
 
-from samplers.core import Sampler
+from samplers.accuracy import rms
+from samplers.core import Sampler, sample
 from samplers.grids import TimeGrid, time_grid
 from samplers.ode.common import check_choice, predictor
 from samplers.ode.ddim import ddim, ddim_coefficients
@@ -76,6 +82,25 @@ BASES: dict[str, tuple[str, Callable, Callable]] = {
 # bases whose per-step orders can be searched -> (highest order, third_order of ``multistep_tables``)
 ORDERED = {"dpm_solver_pp_2m": (2, "reference"), "dpm_solver_pp_3m": (3, "reference"),
            "dpm_solver_pp_3m_taylor": (3, "taylor")}
+
+
+# variant flags of a spec "base:flag+flag" -> the fit_grid option each one sets
+FLAGS = {"decoupled": "decouple", "orders": "search_orders"}
+
+
+def parse_spec(spec: str, name: str = "spec") -> tuple[str, dict]:
+    """(base, fit_grid options) of a variant spec "base[:flag+flag]" (``BASES`` names, ``FLAGS``
+    flags; "orders" only on an ``ORDERED`` base); ValueError naming ``name`` otherwise."""
+    if not isinstance(spec, str):
+        raise ValueError(f"{name} must be a string 'base[:flag+flag]', got {spec!r}")
+    base, _, variant = spec.partition(":")
+    check_choice(f"{name} base", base, sorted(BASES))
+    flags = variant.split("+") if variant else []
+    for flag in flags:
+        check_choice(f"{name} flag", flag, sorted(FLAGS))
+    if "orders" in flags:
+        check_choice(f"{name} base (flag 'orders')", base, sorted(ORDERED))
+    return base, {FLAGS[f]: True for f in flags}
 
 
 def ordered_tables(base: str, grid: TimeGrid, orders) -> tuple[np.ndarray, np.ndarray]:
@@ -215,14 +240,48 @@ def learnt_grid_sampler(schedule: Schedule, artefact: dict, predicts: str = "eps
     return BASES[artefact["base"]][2](schedule, grid, predicts)
 
 
+def fit_select(schedule: Schedule, model_fn: Callable, specs, nfe: int, train, validation, *,
+               predicts: str = "eps", **fit_kw) -> dict:
+    """Fit every variant of ``specs`` (``parse_spec`` syntax) with ``fit_grid`` on ``train`` =
+    (x_start, x_teacher) and keep the artefact whose sampler (``learnt_grid_sampler``) has the lowest
+    RMS on ``validation`` = (x_start, x_teacher) from noise draws disjoint from ``train``'s: model
+    selection on held-out data. The artefact adds "spec" (the chosen one) and, per candidate spec,
+    "validation_rms" and "train_rms" (``fit_grid``'s "rms"). ``fit_kw`` go to every ``fit_grid`` call
+    (the spec's flags set ``decouple`` / ``search_orders``)."""
+    if isinstance(specs, str) or not specs:
+        raise ValueError(f"specs must be a non-empty list of variant specs 'base[:flag+flag]', got {specs!r}")
+    parsed = {spec: parse_spec(spec, "specs entry") for spec in specs}
+    clash = sorted(set(fit_kw) & set(FLAGS.values()))
+    if clash:
+        raise ValueError(f"fit_kw must not set {clash}: the specs' flags set them")
+    for name, pair in (("train", train), ("validation", validation)):
+        if len(pair) != 2 or np.shape(pair[0]) != np.shape(pair[1]):
+            raise ValueError(f"{name} must be a pair (x_start, x_teacher) of equal shapes, got {type(pair)!r}")
+    run = jax.jit(sample, static_argnums=(0, 1))
+    arts, val = {}, {}
+    for spec, (base, opts) in parsed.items():
+        arts[spec] = fit_grid(schedule, model_fn, base, nfe, *train, predicts=predicts, **opts, **fit_kw)
+        smp = learnt_grid_sampler(schedule, arts[spec], predicts)
+        val[spec] = rms(run(smp, model_fn, jnp.asarray(validation[0])).x, validation[1])
+    chosen = min(val, key=val.get)
+    return {**arts[chosen], "spec": chosen, "validation_rms": val,
+            "train_rms": {spec: art["rms"] for spec, art in arts.items()}}
+
+
 # coef: the per-step coefficients of an LSD artefact (samplers.ode.lsd); rho: DC-Solver's ratios (ode.dc_solver)
 ARRAYS = ("t", "t_model", "coef", "orders", "rho")
 
 
 def save_grid(path: str, artefact: dict) -> None:
-    """Write an artefact of ``fit_grid`` (its times as arrays, the rest as JSON) with orbax."""
+    """Write an artefact of ``fit_grid`` (its times as arrays, the rest as JSON: strings kept,
+    dicts as {name: float}, other numbers as floats) with orbax."""
+    def meta_value(v):
+        if isinstance(v, str):
+            return v
+        return {str(k): float(x) for k, x in v.items()} if isinstance(v, dict) else float(v)
+
     arrays = {k: np.asarray(v, np.float64) for k, v in artefact.items() if k in ARRAYS}
-    meta = {k: (v if k == "base" else float(v)) for k, v in artefact.items() if k not in ARRAYS}
+    meta = {k: meta_value(v) for k, v in artefact.items() if k not in ARRAYS}
     args = ocp.args.Composite(times=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta))
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
         ckpt.save(path, args=args, force=True)
