@@ -2,8 +2,9 @@
 log-linear interpolation, the Gaussian closed form, and the KLUB coordinate descent, which finds the
 bound's exact optimum for Gaussian data (computed here by quadrature and Nelder-Mead).
 
-Measured, not asserted (README section): neither the KLUB-optimised grid nor the closed form beats
-diffusers' linspace grid for DDIM on the benchmark mixtures (dim 8, 10 calls: KLUB 0.30 / closed form
+On EDM, one early-stopped KLUB sweep from the Karras grid beats Euler's default grid (asserted, with
+the converged search as the control). Measured, not asserted (README section): on vp_discrete neither the
+KLUB-optimised grid nor the closed form beats diffusers' linspace grid for DDIM on the benchmark mixtures (dim 8, 10 calls: KLUB 0.30 / closed form
 0.17 / linspace 0.20 on seed 0, 0.70 / 0.38 / 0.34 on seed 1)."""
 import jax
 import jax.numpy as jnp
@@ -12,11 +13,14 @@ import pytest
 from scipy.integrate import quad
 from scipy.optimize import minimize
 
-from models.analytic import GaussianMixture
+from models.analytic import GaussianMixture, random_mixture
+from samplers import registry
+from samplers.accuracy import Reference, rms
 from samplers.core import sample
 from samplers.grids import AYS_SIGMAS, loglinear_interp, sigma_range, time_grid
 from samplers.ode import ays, learnt_grid
-from samplers.schedules import ddpm_betas, vp_discrete
+from samplers.ode.ddim import ddim
+from samplers.schedules import ddpm_betas, edm, vp_discrete
 
 SD = vp_discrete(ddpm_betas(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"))  # SD1.x/SDXL
 DDPM = vp_discrete(ddpm_betas())
@@ -102,3 +106,35 @@ def test_bad_input():
         ays.optimise_grid(DDPM, mf, np.zeros((4, 2)), 5, init_sigmas=[100.0, 1.0])
     with pytest.raises(ValueError, match="nfe"):
         ays.optimise_grid(DDPM, mf, np.zeros((4, 2)), 0)
+
+
+EDM = edm()
+TUNED, OTHER = random_mixture(dim=8, num_components=4, seed=4), random_mixture(dim=8, num_components=4, seed=2)
+
+
+def _euler_rms(gmm, grid):
+    """RMS of Euler (DDIM: alpha = 1 on EDM) on ``grid`` against the exact PF-ODE, 256 fixed draws."""
+    ref = Reference(gmm.denoise, np.asarray(jax.random.normal(jax.random.PRNGKey(7), (256, 8), jnp.float64)))
+    a0, s0 = float(grid.alpha[0]), float(grid.sigma[0])
+    return rms(sample(ddim(EDM, grid), gmm.model_fn(EDM, "eps"), jnp.asarray(ref.start(a0, s0))).x,
+               ref(a0, s0, 1.0, 0.0))
+
+
+def test_one_sweep_from_karras_beats_euler_default_on_edm(x64):
+    """AYS as its paper uses it (an EDM model, the search started from EDM's Karras grid, stopped early):
+    one coordinate-descent sweep of the KLUB from the Karras grid of N + 1 points beats Euler on the
+    registry's default grid (the same Karras points, ending at sigma_min) at 10 calls on the mixture it
+    was tuned on and is no worse on another. The protocol (one sweep from Karras) was chosen on mixtures
+    of seeds 0 and 1; these (4, 2) were not seen. Measured ratios to the default: 0.894 tuned, 0.944 on
+    the other mixture. CONTROL: the bound optimised to convergence (10 sweeps) fails the same check
+    (measured 1.62)."""
+    x0 = np.asarray(TUNED.sample(jax.random.PRNGKey(3), 1024, jnp.float64))
+    fit = lambda sweeps: time_grid(EDM, timesteps=np.asarray(ays.optimise_grid(
+        EDM, TUNED.model_fn(EDM, "eps"), x0, 10, init_spacing="karras", sweeps=sweeps)["t"]), final="zero")
+    base = registry.plan("euler", EDM, 10)[0]  # the registry's default: Karras from sigma_max to sigma_min
+    one, converged = fit(1), fit(10)
+    ratio = lambda gmm, grid: _euler_rms(gmm, grid) / _euler_rms(gmm, base)
+    assert ratio(TUNED, one) < 0.95 and ratio(OTHER, one) <= 1.0
+    assert ratio(TUNED, converged) >= 0.95  # CONTROL
+    with pytest.raises(ValueError, match="init_spacing"):
+        ays.optimise_grid(EDM, TUNED.model_fn(EDM, "eps"), x0, 10, init_spacing="karras", init_sigmas=np.ones(11))

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplers.checks import check_int, check_positive
-from samplers.grids import TimeGrid, sigma_grid, sigma_range
+from samplers.grids import TimeGrid, sigma_grid, sigma_range, time_grid
 from samplers.ode.common import check_choice, predictor
 from samplers.ode.learnt_grid import BASES
 from samplers.schedules import Schedule
@@ -131,15 +131,21 @@ def optimise_sigmas(cost: Callable, sigmas, *, candidates: int = 16, sweeps: int
 
 
 def optimise_grid(schedule: Schedule, model_fn: Callable, x0, nfe: int, *, base: str = "ddim",
-                  predicts: str = "eps", init_sigmas=None, nodes: int = 8, candidates: int = 16,
-                  sweeps: int = 10, tol: float = 1e-3, key=None) -> dict:
+                  predicts: str = "eps", init_sigmas=None, init_spacing: str | None = None, nodes: int = 8,
+                  candidates: int = 16, sweeps: int = 10, tol: float = 1e-3, key=None) -> dict:
     """The AYS grid of ``nfe`` model calls for ``model_fn`` on the data sample ``x0``: ``nfe + 1`` sigmas
-    over the schedule's range (start: ``init_sigmas``, by default uniform in log sigma) optimised by
+    over the schedule's range (start: ``init_sigmas``, or the ``nfe + 1`` points of the named
+    ``time_grid`` spacing ``init_spacing``, e.g. "karras"; by default uniform in log sigma) optimised by
     ``optimise_sigmas``; the last replaced by sigma = 0 when sampling. Returns the ``learnt_grid``
     artefact {"t": the nfe model times, "base", "klub_init", "klub", "sweeps"}."""
     check_choice("base", base, sorted(BASES))
     nfe = check_int("nfe", nfe, 1)
     lo, hi = sigma_range(schedule)
+    if init_spacing is not None:
+        if init_sigmas is not None:
+            raise ValueError("init_sigmas and init_spacing are alternatives: give at most one")
+        start = time_grid(schedule, nfe, init_spacing)
+        init_sigmas = start.sigma / start.alpha
     if init_sigmas is None:
         init_sigmas = np.geomspace(hi, lo, nfe + 1)
     init_sigmas = np.asarray(init_sigmas, np.float64)
