@@ -47,7 +47,8 @@ sampler's (DDPM, 20 steps), both timed in alternation (``time_paired``): the eng
 plain proposal (``base_potential``: weights, ESS, resampling at threshold 1, i.e. every step; goal
 <= 1.05) and TDS (a forward and backward twist evaluation a step: expected about 3 x).
 
-    python bench/smc.py [--quick] [--tables abc] [--out bench/smc]     (--tables s: the path SMC selection)
+    python bench/smc.py [--quick] [--tables abc] [--out bench/smc] [--repeats N --seed K (table (b)'s runs)]
+    python bench/smc.py --tables s [--selection third|second]     (path SMC's knob selection)
 """
 from __future__ import annotations
 
