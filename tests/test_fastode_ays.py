@@ -106,6 +106,8 @@ def test_bad_input():
         ays.optimise_grid(DDPM, mf, np.zeros((4, 2)), 5, init_sigmas=[100.0, 1.0])
     with pytest.raises(ValueError, match="nfe"):
         ays.optimise_grid(DDPM, mf, np.zeros((4, 2)), 0)
+    with pytest.raises(ValueError, match="init_spacing"):  # diffusers' linspace ends with its own step to 0
+        ays.optimise_grid(DDPM, mf, np.zeros((4, 2)), 5, init_spacing="linspace")
 
 
 EDM = edm()

@@ -146,6 +146,10 @@ def optimise_grid(schedule: Schedule, model_fn: Callable, x0, nfe: int, *, base:
             raise ValueError("init_sigmas and init_spacing are alternatives: give at most one")
         start = time_grid(schedule, nfe, init_spacing)
         init_sigmas = start.sigma / start.alpha
+        if not (np.all(np.diff(init_sigmas) < 0) and init_sigmas[-1] > 0):
+            raise ValueError(f"init_spacing {init_spacing!r} must give nfe + 1 strictly decreasing positive sigmas "
+                             f"on this schedule (a spacing with its own final step to sigma = 0, e.g. diffusers' "
+                             f"'linspace' on vp_discrete, does not: use 'uniform'), got {init_sigmas}")
     if init_sigmas is None:
         init_sigmas = np.geomspace(hi, lo, nfe + 1)
     init_sigmas = np.asarray(init_sigmas, np.float64)
