@@ -4,6 +4,9 @@ and a workdir's restored train state."""
 import os
 
 import jax
+import pytest
+
+import launch
 
 from train import distill, distributed, jobs
 from train.checkpoint import Checkpointer
@@ -74,3 +77,10 @@ def restored_state(config, workdir):
                                method.init_state)
     ckpt.close()
     return state
+
+
+def refused_before_work(config, match: str, tmp_path) -> None:
+    """``launch.run(config)`` raises a ValueError matching ``match`` and leaves no workdir behind."""
+    with pytest.raises(ValueError, match=match):
+        launch.run(config, str(tmp_path / "never"))
+    assert not (tmp_path / "never").exists()  # rejected before any work

@@ -13,7 +13,7 @@ from configs import distill_gmm_cd
 from samplers import registry
 from samplers.core import sample
 from samplers.schedules import get_schedule
-from tests.distill_utils import assert_students_beat_teacher, restored_state
+from tests.distill_utils import assert_students_beat_teacher, refused_before_work, restored_state
 from train import distill, jobs
 from train.config import build_network, validate
 from train.distill import consistency as cm
@@ -146,8 +146,7 @@ def test_teacher_from_a_train_workdir(tmp_path):
     out = launch.run(c, str(tmp_path / "student"))
     assert out["step"] == 10 and np.isfinite(out["loss"])
     c.schedule.kwargs = {"sigma_max": 40.0}  # control: a student on another schedule than the teacher's
-    with pytest.raises(ValueError, match="schedule must be the teacher's"):
-        launch.run(c, str(tmp_path / "never"))
+    refused_before_work(c, "schedule must be the teacher's", tmp_path)
 
 
 def test_distilled_workdir_samples_and_evaluates_through_launch(tmp_path):
@@ -165,19 +164,13 @@ def test_distilled_workdir_samples_and_evaluates_through_launch(tmp_path):
     assert all(np.isfinite(r["swd"]) and np.isfinite(r["log_likelihood"]) for r in rows)
 
 
-def _fails(config, match, tmp_path):
-    with pytest.raises(ValueError, match=match):
-        launch.run(config, str(tmp_path / "never"))
-    assert not (tmp_path / "never").exists()  # rejected before any work
-
-
 def test_bad_input_is_a_value_error_before_any_work(tmp_path):
     c = _tiny("cd", 10)
     c.distill.method = "nope"
-    _fails(c, "distill.method must be one of", tmp_path)
+    refused_before_work(c, "distill.method must be one of", tmp_path)
     c = _tiny("cd", 10)
     c.distill.method = ""
-    _fails(c, "mode='distill' needs distill.method", tmp_path)
+    refused_before_work(c, "mode='distill' needs distill.method", tmp_path)
     # a teacher workdir without a checkpoint
     teacher = tmp_path / "teacher"
     teacher.mkdir()
@@ -186,26 +179,26 @@ def test_bad_input_is_a_value_error_before_any_work(tmp_path):
     (teacher / "config.json").write_text(cfg.to_json_best_effort())
     c = _tiny("cd", 10)
     c.distill.teacher = str(teacher)
-    _fails(c, "distill.teacher=.* has no checkpoint", tmp_path)
+    refused_before_work(c, "distill.teacher=.* has no checkpoint", tmp_path)
     # a teacher of another data shape (3-D mixture)
     cfg.data.kwargs.dim = 3
     (teacher / "config.json").write_text(cfg.to_json_best_effort())
     (teacher / CHECKPOINT_DIR / "100").mkdir(parents=True)
-    _fails(c, r"distill.teacher=.* models data of shape \(3,\)", tmp_path)
+    refused_before_work(c, r"distill.teacher=.* models data of shape \(3,\)", tmp_path)
     c.distill.teacher = str(tmp_path / "missing")
-    _fails(c, "distill.teacher must be 'analytic' or the workdir", tmp_path)
+    refused_before_work(c, "distill.teacher must be 'analytic' or the workdir", tmp_path)
     c = _tiny("cd", 10)
     c.distill.kwargs.segments = 3  # does not divide the 8 steps
-    _fails(c, "distill.kwargs.segments=3 must divide", tmp_path)
+    refused_before_work(c, "distill.kwargs.segments=3 must divide", tmp_path)
     c = _tiny("cd", 10)
     c.distill.kwargs.solver = "dpm_solver_pp_2m"  # multistep: needs its history
-    _fails(c, "distill.kwargs.solver must be one of", tmp_path)
+    refused_before_work(c, "distill.kwargs.solver must be one of", tmp_path)
     c = _tiny("cd", 10)
     c.predicts = "eps"
-    _fails(c, "predicts must be 'x0'", tmp_path)
+    refused_before_work(c, "predicts must be 'x0'", tmp_path)
     c = _tiny("cd", 10)
     c.sampler.name = ("shortcut",)
-    _fails(c, "shortcut model lives on the flow schedule", tmp_path)
+    refused_before_work(c, "shortcut model lives on the flow schedule", tmp_path)
     c = _tiny("cd", 10)
     c.distill.kwargs.typo = 1
-    _fails(c, "unknown distill.kwargs", tmp_path)
+    refused_before_work(c, "unknown distill.kwargs", tmp_path)

@@ -22,6 +22,7 @@ from train import distill, jobs
 from train.config import build_network, validate
 from train.distill import pcm
 from train.optim import make_optimizer
+from tests.distill_utils import refused_before_work
 
 STEPS = 1000  # ~20 s on 2 shared CPU cores
 TOL = 0.1  # DEFAULT_TOL["sde"]: at DEFAULT_TOL["ode"] = 0.3 a one-sample PCM run ended 1.1e-3 off (plain: 9.4e-4)
@@ -155,22 +156,17 @@ def test_bad_switch_is_a_build_time_error():
 def test_bad_kwargs_are_value_errors_before_any_work(tmp_path, field, value, match):
     c = _config(10)
     c.distill.kwargs[field] = value
-    with pytest.raises(ValueError, match=match):
-        launch.run(c, str(tmp_path / "never"))
-    assert not os.path.exists(tmp_path / "never")
+    refused_before_work(c, match, tmp_path)
 
 
 def test_bad_config_is_a_value_error_before_any_work(tmp_path):
     c = _config(10)
     c.sampler.nfe = (20,)  # not the base sampler the PCM learns
-    with pytest.raises(ValueError, match="sampler.name / sampler.nfe must be the PCM's base sampler"):
-        launch.run(c, str(tmp_path / "never"))
+    refused_before_work(c, "sampler.name / sampler.nfe must be the PCM's base sampler", tmp_path)
     c = validate(_config(10))
     c.model.name = "unet"  # (a network of images: reached with a workdir teacher of image data)
     with pytest.raises(ValueError, match="the PCM residual is model.name='mlp'"):
         pcm.check(c)
     c = _config(10)
     c.distill.teacher = ""
-    with pytest.raises(ValueError, match="distill.teacher is required"):
-        launch.run(c, str(tmp_path / "never"))
-    assert not os.path.exists(tmp_path / "never")
+    refused_before_work(c, "distill.teacher is required", tmp_path)

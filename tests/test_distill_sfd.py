@@ -1,7 +1,6 @@
 """SFD / SFD-v (train.distill.sfd, samplers.ode.sfd): the Euler sampler with the analytical first step,
 1/2/4-call students of the exact mixture beating the teacher's own few-step solvers, exact resume,
 launch.py on a distilled workdir, and up-front ValueErrors."""
-import os
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +12,7 @@ from configs import distill_gmm_sfd
 from samplers import registry
 from samplers.core import sample
 from samplers.schedules import get_schedule
-from tests.distill_utils import assert_students_beat_teacher, restored_state
+from tests.distill_utils import assert_students_beat_teacher, refused_before_work, restored_state
 from train import distill, jobs
 from train.config import build_network, validate
 from train.optim import make_optimizer
@@ -100,9 +99,7 @@ def test_student_of_a_teacher_workdir_copy_resume_and_launch(tmp_path):
     rows = launch.run(c, str(tmp_path / "once"))["rows"]
     assert [(r["solver"], r["nfe_used"]) for r in rows] == [("sfd", 2)] and np.isfinite(rows[0]["swd"])
     c.mode, c.model.kwargs.hidden = "distill", 32  # control: not the teacher's network, nothing to copy
-    with pytest.raises(ValueError, match="init_from_teacher=True copies the teacher: model must be"):
-        launch.run(c, str(tmp_path / "never"))
-    assert not (tmp_path / "never").exists()
+    refused_before_work(c, "init_from_teacher=True copies the teacher: model must be", tmp_path)
 
 
 @pytest.mark.parametrize("field, value, match", [
@@ -116,26 +113,19 @@ def test_student_of_a_teacher_workdir_copy_resume_and_launch(tmp_path):
 def test_bad_kwargs_are_value_errors_before_any_work(tmp_path, field, value, match):
     c = _tiny(10)
     c.distill.kwargs[field] = value
-    with pytest.raises(ValueError, match=match):
-        launch.run(c, str(tmp_path / "never"))
-    assert not os.path.exists(tmp_path / "never")
+    refused_before_work(c, match, tmp_path)
 
 
 def test_bad_config_is_a_value_error_before_any_work(tmp_path):
     c = _tiny(10)
     c.model.kwargs.cond_dim = 0  # SFD-v needs the budget condition
-    with pytest.raises(ValueError, match="model.kwargs.cond_dim=1"):
-        launch.run(c, str(tmp_path / "never"))
+    refused_before_work(c, "model.kwargs.cond_dim=1", tmp_path)
     c = _tiny(10)
     c.sampler.nfe = (1, 3)  # 3 was not trained
-    with pytest.raises(ValueError, match=r"sampler.nfe=3: an SFD-v student samples with the budgets"):
-        launch.run(c, str(tmp_path / "never"))
+    refused_before_work(c, r"sampler.nfe=3: an SFD-v student samples with the budgets", tmp_path)
     c = _tiny(10)
     c.sampler.spacing = "logsnr"  # not the grid it is trained on
-    with pytest.raises(ValueError, match="sampler.spacing must be None or 'karras'"):
-        launch.run(c, str(tmp_path / "never"))
+    refused_before_work(c, "sampler.spacing must be None or 'karras'", tmp_path)
     c = _tiny(10)
     c.distill.teacher = ""
-    with pytest.raises(ValueError, match="distill.teacher is required"):
-        launch.run(c, str(tmp_path / "never"))
-    assert not os.path.exists(tmp_path / "never")
+    refused_before_work(c, "distill.teacher is required", tmp_path)

@@ -10,7 +10,7 @@ from configs import distill_gmm_shortcut
 from samplers import registry
 from samplers.core import sample
 from samplers.schedules import get_schedule
-from tests.distill_utils import assert_students_beat_teacher
+from tests.distill_utils import assert_students_beat_teacher, refused_before_work
 from train import distill
 from train.config import build_network, validate
 from train.distill.shortcut import step_condition
@@ -73,10 +73,7 @@ def test_trained_from_scratch_through_launch_and_bad_step_counts(tmp_path):
     assert [r["nfe_used"] for r in rows] == [1, 2, 128]
     assert all(np.isfinite(r["swd"]) for r in rows)
     c.sampler.nfe = (4, 3)
-    with pytest.raises(ValueError, match="the number of steps"):
-        launch.run(c, str(tmp_path / "never"))
-    assert not (tmp_path / "never").exists()
+    refused_before_work(c, "the number of steps", tmp_path)
     c.model.kwargs.cond_dim = 0
     c.sampler.nfe = (4,)
-    with pytest.raises(ValueError, match="cond_dim=1"):
-        launch.run(c, str(tmp_path / "never"))
+    refused_before_work(c, "cond_dim=1", tmp_path)
