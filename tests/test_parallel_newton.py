@@ -1,6 +1,7 @@
 """Newton over the whole state (``slope="jacobian"``, samplers/parallel/picard.py) for samplers with a
 history: DPM-Solver++(2M)'s model-output history is differentiated too, so the Newton update is the
-second-order recurrence delta_{i+1} = A_i delta_i + C_i delta_{i-1} + r_i solved by one scan."""
+second-order recurrence delta_{i+1} = A_i delta_i + C_i delta_{i-1} + r_i solved by one scan.
+A sample that the whole-window trust test rejects takes Newton on a trusted prefix (``picard._trusted``)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +18,13 @@ from samplers.sde.ancestral import ddpm, ddpm_noise
 
 SCH = schedules.vp_linear()
 sequential = jax.jit(sample, static_argnums=(0, 1))
+
+
+def rounds_and_worst(par, model, x, key, ref):
+    """(rounds, worst sample's relative error) of a fresh jit of ``par`` (a new function object: a
+    monkeypatched update is traced anew)."""
+    out, stats = jax.jit(lambda x, k: parallel_sample(par, model, x, k))(x, key)
+    return int(stats.rounds), float(jnp.max(jnp.sqrt(jnp.mean((out.x - ref) ** 2, axis=1) / jnp.mean(ref ** 2))))
 
 
 def test_flat_round_trip_of_a_history_state():
@@ -64,17 +72,12 @@ def test_history_newton_saves_2m_rounds(monkeypatch):
     ref = sequential(smp, model, x, key).x
     par = time_parallel(smp, 100, None, step_scale(grid), slope="jacobian")
 
-    def solve():  # a fresh jit (new function object): the monkeypatched update is traced anew
-        out, stats = jax.jit(lambda x, k: parallel_sample(par, model, x, k))(x, key)
-        worst = float(jnp.max(jnp.sqrt(jnp.mean((out.x - ref) ** 2, axis=1) / jnp.mean(ref ** 2))))
-        return int(stats.rounds), worst
-
-    rounds, worst = solve()
+    rounds, worst = rounds_and_worst(par, model, x, key, ref)
     assert rounds <= 9 and worst < 1e-3, (rounds, worst)
     correction = picard._newton_correction
     monkeypatch.setattr(picard, "_newton_correction",
                         lambda jac, r, cut=None: correction(jac.at[..., 8:, :8].set(0.0), r, cut))
-    rounds_control, worst_control = solve()
+    rounds_control, worst_control = rounds_and_worst(par, model, x, key, ref)
     assert rounds_control >= 11 and worst_control < 1e-3, (rounds_control, worst_control)
 
 
@@ -107,16 +110,11 @@ def test_newton_on_the_trusted_prefix_saves_ddpm_rounds(monkeypatch):
     ref = sequential(smp, model, x, key).x
     par = time_parallel(smp, 100, None, step_scale(grid, ddpm_noise(grid)), slope="jacobian")
 
-    def solve():  # a fresh jit (new function object): the monkeypatched rule is traced anew
-        out, stats = jax.jit(lambda x, k: parallel_sample(par, model, x, k))(x, key)
-        worst = float(jnp.max(jnp.sqrt(jnp.mean((out.x - ref) ** 2, axis=1) / jnp.mean(ref ** 2))))
-        return int(stats.rounds), worst
-
-    rounds, worst = solve()
+    rounds, worst = rounds_and_worst(par, model, x, key, ref)
     assert rounds <= 11 and worst < 1e-3, (rounds, worst)
     trusted = picard._trusted
     whole_only = lambda newton, plain, d: jnp.broadcast_to(jnp.all(trusted(newton, plain, d), axis=0),
                                                            newton.shape[:2])  # all points or none
     monkeypatch.setattr(picard, "_trusted", whole_only)
-    rounds_control, worst_control = solve()
+    rounds_control, worst_control = rounds_and_worst(par, model, x, key, ref)
     assert rounds_control >= 13 and worst_control < 1e-3, (rounds_control, worst_control)
