@@ -273,10 +273,11 @@ def _linear_recurrence(base, slope, offset):
 
 
 def _newton_correction(jac, residual, cut=None):
-    """delta_0 = 0, delta_{j+1} = M_j delta_j + r_j per sample (M_j = J_j: (p, B, D, D), r_j = T_j - S_{j+1}^old
-    of the state flattened to D, ``_flat``) for all j at once (associative scan of the affine maps). The Newton update in
-    residual form, x^new = x^old + delta: at the fixed point r = 0 and no large terms cancel (the
-    form x^new = J x^new + (T - J x^old) loses float32 precision through products of Jacobians).
+    """delta_0 = 0, delta_{j+1} = M_j delta_j + r_j per sample (M_j = J_j: (p, B, D, D),
+    r_j = T_j - S_{j+1}^old of the state flattened to D, ``_flat``) for all j at once (associative scan
+    of the affine maps). The Newton update in residual form, x^new = x^old + delta: at the fixed point
+    r = 0 and no large terms cancel (the form x^new = J x^new + (T - J x^old) loses float32 precision
+    through products of Jacobians).
     ``cut`` = (keep (p, B), slope (p, B), d): M_j = J_j where ``keep``, else slope_j on the x block (the
     first d numbers) and 0 on the other fields -- the slope update in residual form (``_increments``).
     Scanned over chunks of ``NEWTON_BATCH`` samples: the scan's temporaries, a few times its
