@@ -363,10 +363,12 @@ def _increments(window, stepped, slope, jac=None, raw=None):
     old = _flat(jax.tree.map(lambda a: a[1:], window))
     residual = _flat(stepped if raw is None else raw) - old
     plain, d = _flat(out) - old, x[0, 0].size
-    trusted = _trusted(_newton_correction(jac, residual), plain, d)
+    newton = _newton_correction(jac, residual)
+    trusted = _trusted(newton, plain, d)
     slopes = jnp.broadcast_to(slope, x.shape).reshape(x.shape[:2] + (-1,))[..., 0]
     follow = jnp.where(trusted[..., None], residual, _flat(stepped) - old)  # after the cut: the slope update's own
-    hybrid = _newton_correction(jac, follow, (trusted, slopes, d))
+    hybrid = jax.lax.cond(jnp.all(trusted), lambda: newton,  # every point trusted: the same recurrence, scanned once
+                          lambda: _newton_correction(jac, follow, (trusted, slopes, d)))
     finite = jnp.all(jnp.isfinite(hybrid), axis=(0, 2))
     return _unflat(old + jnp.where(finite[None, :, None], hybrid, plain), out)
 
