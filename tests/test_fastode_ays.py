@@ -114,12 +114,13 @@ EDM = edm()
 TUNED, OTHER = random_mixture(dim=8, num_components=4, seed=4), random_mixture(dim=8, num_components=4, seed=2)
 
 
-def _euler_rms(gmm, grid):
-    """RMS of Euler (DDIM: alpha = 1 on EDM) on ``grid`` against the exact PF-ODE, 256 fixed draws."""
+def _euler_rms(gmm, *grids):
+    """RMS of Euler (DDIM: alpha = 1 on EDM) on each of ``grids`` (all from sigma_max) against the exact
+    PF-ODE, 256 fixed draws, one reference solve."""
     ref = Reference(gmm.denoise, np.asarray(jax.random.normal(jax.random.PRNGKey(7), (256, 8), jnp.float64)))
-    a0, s0 = float(grid.alpha[0]), float(grid.sigma[0])
-    return rms(sample(ddim(EDM, grid), gmm.model_fn(EDM, "eps"), jnp.asarray(ref.start(a0, s0))).x,
-               ref(a0, s0, 1.0, 0.0))
+    a0, s0 = float(grids[0].alpha[0]), float(grids[0].sigma[0])
+    return [rms(sample(ddim(EDM, grid), gmm.model_fn(EDM, "eps"), jnp.asarray(ref.start(a0, s0))).x,
+                ref(a0, s0, 1.0, 0.0)) for grid in grids]
 
 
 def test_one_sweep_from_karras_beats_euler_default_on_edm(x64):
@@ -135,8 +136,9 @@ def test_one_sweep_from_karras_beats_euler_default_on_edm(x64):
         EDM, TUNED.model_fn(EDM, "eps"), x0, 10, init_spacing="karras", sweeps=sweeps)["t"]), final="zero")
     base = registry.plan("euler", EDM, 10)[0]  # the registry's default: Karras from sigma_max to sigma_min
     one, converged = fit(1), fit(10)
-    ratio = lambda gmm, grid: _euler_rms(gmm, grid) / _euler_rms(gmm, base)
-    assert ratio(TUNED, one) < 0.95 and ratio(OTHER, one) <= 1.0
-    assert ratio(TUNED, converged) >= 0.95  # CONTROL
+    tuned_base, tuned_one, tuned_converged = _euler_rms(TUNED, base, one, converged)
+    other_base, other_one = _euler_rms(OTHER, base, one)
+    assert tuned_one / tuned_base < 0.95 and other_one / other_base <= 1.0
+    assert tuned_converged / tuned_base >= 0.95  # CONTROL
     with pytest.raises(ValueError, match="init_spacing"):
         ays.optimise_grid(EDM, TUNED.model_fn(EDM, "eps"), x0, 10, init_spacing="karras", init_sigmas=np.ones(11))
