@@ -31,7 +31,9 @@ points, saved with orbax to ``--out``/v3_stats and loaded back. Rows "dc <base>"
 DC-Solver on UniPC at the learnt NFEs on the registry's grid, its ratios searched (``dc_solver.fit_rho``, fixed
 knobs: bound 0.5, 41 candidates) against the exact PF-ODE trajectory of ``--dc-train`` other draws (seed 1) and
 shrunk on ``--dc-val`` validation draws (seed 2), saved with orbax to ``--out``/dc and loaded back; "(other
-mixture)" rows search on the mixture of seed 1 instead. Rows "learnt, selected on validation (<spec>)"
+mixture)" rows search on the mixture of seed 1 instead; "dc <base> (CPR)" rows: the ratios at the learnt NFEs
+predicted by the cascade polynomial regression (``dc_solver.fit_cpr``) of ratios searched the same way at
+``--cpr-nfes`` (the learnt NFEs left out), shrunk on the same validation draws. Rows "learnt, selected on validation (<spec>)"
 (``--select-specs``, ``--select-nfes``): ``learnt_grid.fit_select`` fits every spec on the ``--train-batch``
 draws (seed 1) and keeps, per NFE, the one with the lowest RMS on ``--select-val`` validation draws (seed 2),
 so the variant is chosen without the benchmark's noise; the per-candidate validation RMS and the ratio of
@@ -141,28 +143,52 @@ def v3_row(args, schedule, gmm, ref, v3_nfes, nfes, dtype) -> dict:
 
 
 def dc_rows(args, schedule, gmm, ref, x_start, learnt_nfes, nfes) -> dict:
-    """Rows "dc <base>" and "dc <base> (other mixture)": DC-Solver at ``learnt_nfes`` (module docstring)."""
+    """Rows "dc <base>", "dc <base> (CPR)" and their "(other mixture)" twins at ``learnt_nfes`` (module
+    docstring)."""
     rows = {}
     run = jax.jit(sample, static_argnums=(0, 1))
     a0, s0 = float(schedule.alpha(schedule.t_max)), float(schedule.sigma(schedule.t_max))
     draws = lambda seed, n: np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (n, args.dim), jnp.float64))
     x = np.hypot(a0, s0) * np.concatenate([draws(1, args.dc_train), draws(2, args.dc_val)])
-    for base in [b for b in args.dc_bases.split(",") if b]:
+    t = args.dc_train
+    cpr_nfes = [n for n in (int(v) for v in args.cpr_nfes.split(",") if v) if n not in learnt_nfes]
+    out_dir = os.path.abspath(os.path.join(args.out, "dc"))
+    bases = [b for b in args.dc_bases.split(",") if b]
+    progress = Progress(2 * len(bases) * (len(cpr_nfes) + len(learnt_nfes)), "DC searches ")
+
+    def evaluate(art, name):
+        learnt_grid.save_grid(os.path.join(out_dir, name), art)
+        out = run(dc_solver.dc_sampler(schedule, learnt_grid.load_grid(os.path.join(out_dir, name))),
+                  gmm.model_fn(schedule, "eps"), x_start)
+        return rms(out.x, ref(a0, s0, 1.0, 0.0)), int(out.nfe)
+
+    for base in bases:
         for mixture_seed, suffix in ((0, ""), (1, " (other mixture)")):
             tuned = random_mixture(dim=args.dim, num_components=args.components, seed=mixture_seed)
-            row = {}
-            for nfe in learnt_nfes:
+            model = tuned.model_fn(schedule, "eps")
+
+            def search(nfe):
                 g = registry.grid(base, schedule, nfe, final="zero")
                 traj = pf_ode_trajectory(tuned.denoise, x, g, rtol=1e-7, atol=1e-7)[1:]
-                t = args.dc_train
-                art = dc_solver.fit_rho(schedule, tuned.model_fn(schedule, "eps"), g, x[:t], traj[:, :t], x[t:],
-                                        traj[-1, t:], base=base)
-                path = os.path.abspath(os.path.join(args.out, "dc", f"{base}_mix{mixture_seed}_nfe{nfe}"))
-                learnt_grid.save_grid(path, art)
-                smp = dc_solver.dc_sampler(schedule, learnt_grid.load_grid(path))
-                out = run(smp, gmm.model_fn(schedule, "eps"), x_start)
-                row[nfe] = (rms(out.x, ref(a0, s0, 1.0, 0.0)), int(out.nfe))
+                art = dc_solver.fit_rho(schedule, model, g, x[:t], traj[:, :t], x[t:], traj[-1, t:], base=base)
+                progress.update(f"{base}, mixture seed {mixture_seed}, {nfe} calls")
+                return g, traj, art
+
+            cpr = None
+            if cpr_nfes:  # fitted on budgets the table does not show, saved and loaded back
+                path = os.path.join(out_dir, f"cpr_{base}_mix{mixture_seed}")
+                learnt_grid.save_grid(path, dc_solver.fit_cpr([search(n)[2] for n in cpr_nfes]))
+                cpr = learnt_grid.load_grid(path)
+            row, cpr_row = {}, {}
+            for nfe in learnt_nfes:
+                g, traj, art = search(nfe)
+                row[nfe] = evaluate(art, f"{base}_mix{mixture_seed}_nfe{nfe}")
+                if cpr is not None:
+                    cpr_art = dc_solver.cpr_artefact(schedule, model, g, cpr, x[t:], traj[-1, t:])
+                    cpr_row[nfe] = evaluate(cpr_art, f"{base}_mix{mixture_seed}_nfe{nfe}_cpr")
             rows[f"dc {base}{suffix}"] = {n: row.get(n) for n in nfes}
+            if cpr is not None:
+                rows[f"dc {base} (CPR){suffix}"] = {n: cpr_row.get(n) for n in nfes}
     return rows
 
 
@@ -196,6 +222,8 @@ def main():
     p.add_argument("--dc-bases", default="unipc,unipc_3", help="DC-Solver bases (dc_solver.BASES, '' for none)")
     p.add_argument("--dc-train", type=int, default=32, help="search draws of DC-Solver's ratios")
     p.add_argument("--dc-val", type=int, default=64, help="validation draws of DC-Solver's shrinkage")
+    p.add_argument("--cpr-nfes", default="4,6,7,8,9,11,12,14,16",
+                   help="budgets whose searched DC ratios CPR regresses (the learnt NFEs are left out; '' for none)")
     p.add_argument("--out", default="workdir/bench")
     args = p.parse_args()
     jax.config.update("jax_enable_x64", True)

@@ -111,14 +111,7 @@ class GaussianMixture:
     # -- model functions ---------------------------------------------------------
     def model_fn(self, schedule: Schedule, predicts: str = "eps") -> Callable:
         """Exact ``model_fn(x, t)`` of the given parameterisation under ``schedule``."""
-        check_prediction(predicts)
-
-        def fn(x, t):
-            t = jnp.asarray(t, x.dtype)
-            x0, eps = self.denoise(x, schedule.alpha(t), schedule.sigma(t))
-            return from_x0_eps(x0, eps, x, t, schedule, predicts)
-
-        return fn
+        return denoiser_model_fn(self.denoise, schedule, predicts)
 
     def log_prob_fn(self, schedule: Schedule | None = None) -> Callable:
         """``fn(x, t) -> log p_t(x)``; the data density when no schedule is given."""
@@ -132,6 +125,38 @@ class GaussianMixture:
         z = jax.random.normal(kz, (n, self.dim), dtype)
         chol = np.linalg.cholesky(self.covs)
         return jnp.asarray(self.means, dtype)[comp] + jnp.einsum("bij,bj->bi", jnp.asarray(chol, dtype)[comp], z)
+
+
+def denoiser_model_fn(denoise: Callable, schedule: Schedule, predicts: str = "eps") -> Callable:
+    """``model_fn(x, t)`` of the given parameterisation from ``denoise(x, alpha, sigma) -> (x0, eps)``."""
+    check_prediction(predicts)
+
+    def fn(x, t):
+        t = jnp.asarray(t, x.dtype)
+        x0, eps = denoise(x, schedule.alpha(t), schedule.sigma(t))
+        return from_x0_eps(x0, eps, x, t, schedule, predicts)
+
+    return fn
+
+
+class GuidedMixture:
+    """Classifier-free guidance (Ho & Salimans 2022) of a conditional mixture against an unconditional one,
+    exactly: u + scale (c - u) for x0 and eps alike (both are affine in each other at fixed x, t), so its
+    PF-ODE is solved by ``samplers.reference`` like any other denoiser's. ``scale`` = 1 is ``cond``."""
+
+    def __init__(self, cond: GaussianMixture, uncond: GaussianMixture, scale: float):
+        if cond.dim != uncond.dim:
+            raise ValueError(f"cond and uncond must have one dimension, got {cond.dim} and {uncond.dim}")
+        if not np.isscalar(scale) or not np.isfinite(scale):
+            raise ValueError(f"scale must be a finite number, got {scale!r}")
+        self.cond, self.uncond, self.scale, self.dim = cond, uncond, float(scale), cond.dim
+
+    def denoise(self, x, alpha, sigma):
+        (xc, ec), (xu, eu) = self.cond.denoise(x, alpha, sigma), self.uncond.denoise(x, alpha, sigma)
+        return xu + self.scale * (xc - xu), eu + self.scale * (ec - eu)
+
+    def model_fn(self, schedule: Schedule, predicts: str = "eps") -> Callable:
+        return denoiser_model_fn(self.denoise, schedule, predicts)
 
 
 def random_mixture(dim: int = 2, num_components: int = 3, seed: int = 0, spread: float = 2.0,

@@ -36,10 +36,10 @@ def denoiser_from_model(model_fn: Callable, schedule: Schedule, predicts: str) -
     return fn
 
 
-def solve_pf_ode(denoise: Callable, x, alpha_start: float, sigma_start: float, alpha_end: float, sigma_end: float,
-                 rtol: float = 1e-10, atol: float = 1e-10, max_steps: int = 100_000):
-    """x at (alpha_end, sigma_end) from x at (alpha_start, sigma_start) along the PF-ODE."""
-    phi0, phi1 = float(np.arctan2(sigma_start, alpha_start)), float(np.arctan2(sigma_end, alpha_end))
+def _solve(denoise: Callable, x, alpha, sigma, rtol: float, atol: float, max_steps: int):
+    """x at every (alpha[k], sigma[k]) along the PF-ODE from x at (alpha[0], sigma[0]), in one solve."""
+    alpha, sigma = np.asarray(alpha, np.float64), np.asarray(sigma, np.float64)
+    phi = np.arctan2(sigma, alpha)
 
     def rhs(phi, y, args):
         c, s = jnp.cos(phi), jnp.sin(phi)
@@ -47,20 +47,25 @@ def solve_pf_ode(denoise: Callable, x, alpha_start: float, sigma_start: float, a
         return -s * x0 + c * eps
 
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(rhs), diffrax.Dopri8(), t0=phi0, t1=phi1, dt0=(phi1 - phi0) / 100.0,
-        y0=x / np.hypot(alpha_start, sigma_start), stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps, saveat=diffrax.SaveAt(t1=True),
+        diffrax.ODETerm(rhs), diffrax.Dopri8(), t0=float(phi[0]), t1=float(phi[-1]),
+        dt0=float(phi[-1] - phi[0]) / 100.0, y0=x / np.hypot(alpha[0], sigma[0]),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps,
+        saveat=diffrax.SaveAt(ts=phi[1:]),
     )
-    return np.hypot(alpha_end, sigma_end) * sol.ys[-1]
+    return np.hypot(alpha[1:], sigma[1:]).reshape((-1,) + (1,) * np.ndim(x)) * np.asarray(sol.ys)
 
 
-def pf_ode_trajectory(denoise: Callable, x, grid, **kwargs) -> np.ndarray:
-    """The exact PF-ODE states at every point of a ``TimeGrid`` from x at its first: shape (N+1, *x.shape)."""
-    out = [np.asarray(x)]
-    for k in range(grid.num_steps):
-        out.append(np.asarray(solve_pf_ode(denoise, out[-1], grid.alpha[k], grid.sigma[k], grid.alpha[k + 1],
-                                           grid.sigma[k + 1], **kwargs)))
-    return np.stack(out)
+def solve_pf_ode(denoise: Callable, x, alpha_start: float, sigma_start: float, alpha_end: float, sigma_end: float,
+                 rtol: float = 1e-10, atol: float = 1e-10, max_steps: int = 100_000):
+    """x at (alpha_end, sigma_end) from x at (alpha_start, sigma_start) along the PF-ODE."""
+    return _solve(denoise, x, [alpha_start, alpha_end], [sigma_start, sigma_end], rtol, atol, max_steps)[-1]
+
+
+def pf_ode_trajectory(denoise: Callable, x, grid, rtol: float = 1e-10, atol: float = 1e-10,
+                      max_steps: int = 100_000) -> np.ndarray:
+    """The exact PF-ODE states at every point of a ``TimeGrid`` from x at its first: shape (N+1, *x.shape),
+    saved along one solve (one compile)."""
+    return np.concatenate([np.asarray(x)[None], _solve(denoise, x, grid.alpha, grid.sigma, rtol, atol, max_steps)])
 
 
 def reference_sample(denoise: Callable, x, grid, **kwargs):

@@ -20,10 +20,22 @@ fixed (``fit_rho``). The reference code uses AdamW (lr 0.1, 40 iterations) on ab
 rho_i is the best of a grid of candidates in [1 - bound, 1 + bound], refined once around the best
 (deterministic, no step size), and the step-wise ratios are then shrunk towards 1, rho = 1 + s (rho* - 1),
 with s in ``SHRINK`` chosen on separate validation draws by the final RMS error (s = 0 is UniPC), which
-guards against ratios that fit the search draws only. The paper's cascade polynomial regression of
-the ratios across budgets is left out: measured (README), it did not transfer the gain to other budgets.
-An artefact {"t": model times, "rho", "base": "unipc" or "unipc_3", "shrink", "rms_val_init", "rms_val"} is saved with
+guards against ratios that fit the search draws only. An artefact {"t": model times, "rho", "rho_searched"
+(before shrinking), "base": "unipc" or "unipc_3", "shrink", "rms_val_init", "rms_val"} is saved with
 ``learnt_grid.save_grid`` and becomes a ``Sampler`` with ``dc_sampler``.
+
+Cascade polynomial regression (CPR, the paper's Sec. 3.3 and the reference code's
+``cascade_polynomial_regression``) carries searched ratios to budgets N and guidance scales g that were not
+searched: with x = (i + 1) / N, n = N / 50 and w = g / 12 (the reference code's normalisations),
+
+    rho_i = sum_{k <= degree} a_k x^k,   a_k = sum_{l, m <= 2} c_klm n^l w^m   (2 <= i < N - 1),
+
+fitted by least squares to the searched ratios of several artefacts (``fit_cpr``; without guidance the w
+terms are dropped). One departure: the last step's ratio (the step to sigma = 0, whose compensation
+extrapolates the x0-prediction towards t = 0) has its own quadratic in (n, w), because a low-degree
+polynomial in x cannot follow its jump (measured in the README). ``cpr_artefact`` evaluates the regression at
+a new (N, g) and chooses the shrinkage on validation draws as ``fit_rho`` does, giving an artefact for
+``dc_sampler``.
 """
 from __future__ import annotations
 
@@ -121,7 +133,7 @@ def fit_rho(schedule: Schedule, model_fn: Callable, grid: TimeGrid, x_train, tea
         raise ValueError(f"teacher_train must be the teacher's states at the grid's {n} later points, shape "
                          f"{(n,) + np.shape(x_train)}, got {teacher_train.shape}")
     run = _trajectories(schedule, model_fn, grid, order, predicts)
-    x_train, x_val = jnp.asarray(x_train), jnp.asarray(x_val)
+    x_train = jnp.asarray(x_train)
     rho = np.ones(n)
     offsets = np.linspace(-bound, bound, candidates)
     for i in range(2, n):
@@ -134,12 +146,93 @@ def fit_rho(schedule: Schedule, model_fn: Callable, grid: TimeGrid, x_train, tea
             loss = np.where(np.isfinite(loss), loss, np.inf)
             centre, width = cand[int(np.argmin(loss)), i], 2.0 / (candidates - 1)
         rho[i] = centre
+    return _shrunk(run, grid, rho, base, x_val, exact_val)
+
+
+def _shrunk(run, grid: TimeGrid, rho, base: str, x_val, exact_val) -> dict:
+    """The artefact of ratios ``rho`` shrunk by the s in ``SHRINK`` of least final RMS error on ``x_val``."""
+    x_val = jnp.asarray(x_val)
     shrunk = np.stack([1.0 + s * (rho - 1.0) for s in SHRINK])
     finals = np.asarray(run(jnp.asarray(shrunk, x_val.dtype), x_val)[:, -1], np.float64)
     val = np.sqrt(np.mean((finals - np.asarray(exact_val, np.float64)) ** 2, axis=(1, 2)))
     best = int(np.argmin(np.where(np.isfinite(val), val, np.inf)))
-    return {"t": np.asarray(grid.t[:-1]), "rho": shrunk[best], "base": base, "shrink": SHRINK[best],
-            "rms_val_init": float(val[0]), "rms_val": float(val[best])}
+    return {"t": np.asarray(grid.t[:-1]), "rho": shrunk[best], "rho_searched": np.asarray(rho, np.float64),
+            "base": base, "shrink": SHRINK[best], "rms_val_init": float(val[0]), "rms_val": float(val[best])}
+
+
+NFE_UNIT, GUIDANCE_UNIT = 50.0, 12.0  # the reference code's normalisations of N and g in CPR
+
+
+def _cpr_terms(nfe: int, guidance, degree: int):
+    """(rows (N - 3, P) of the steps 2..N-2, row (Q,) of the last step) of CPR's features at (N, g)."""
+    nw = np.outer((nfe / NFE_UNIT) ** np.arange(3),
+                  [1.0] if guidance is None else (guidance / GUIDANCE_UNIT) ** np.arange(3)).ravel()
+    x = (np.arange(2, nfe - 1) + 1.0) / nfe
+    return (x[:, None, None] ** np.arange(degree + 1)[None, :, None] * nw[None, None]).reshape(len(x), -1), nw
+
+
+def fit_cpr(artefacts, guidance=None, degree: int = 2) -> dict:
+    """CPR (module docstring) fitted to the ``"rho_searched"`` of ``fit_rho`` artefacts of one base (and, with
+    ``guidance``, one scale per artefact). An artefact whose validation kept shrink = 0 (its searched ratios did
+    worse than UniPC on fresh draws) is left out; the rest must span three or more budgets (and scales).
+    Returns {"base", "degree", "coef", "coef_last", "lo", "hi"}; predictions are clipped to the searched
+    range [lo, hi]."""
+    artefacts = list(artefacts)
+    if not artefacts:
+        raise ValueError("artefacts must hold fit_rho artefacts, got none")
+    bases = {a["base"] for a in artefacts}
+    if len(bases) != 1:
+        raise ValueError(f"artefacts must share one base, got {sorted(bases)}")
+    degree = check_int("degree", degree, 0)
+    if guidance is not None:
+        guidance = [float(g) for g in guidance]
+        if len(guidance) != len(artefacts) or not np.all(np.isfinite(guidance)):
+            raise ValueError(f"guidance must be one finite scale per artefact ({len(artefacts)}), got {guidance!r}")
+    scales = [None] * len(artefacts) if guidance is None else guidance
+    kept = [(a, g) for a, g in zip(artefacts, scales) if float(a["shrink"]) > 0]
+    artefacts, scales = [a for a, _ in kept], [g for _, g in kept]
+    nfes = [len(a["rho_searched"]) for a in artefacts]
+    if len(set(nfes)) < 3 or (guidance is not None and len(set(scales)) < 3):
+        raise ValueError(f"CPR's quadratics need artefacts with shrink > 0 at >= 3 budgets"
+                         f"{' and >= 3 guidance scales' * (guidance is not None)}, got budgets {sorted(set(nfes))}"
+                         + (f", scales {sorted(set(scales))}" if guidance is not None else ""))
+    rows, last_rows, ys, last_ys = [], [], [], []
+    for a, n, g in zip(artefacts, nfes, scales):
+        body, last = _cpr_terms(n, g, degree)
+        rows.append(body), last_rows.append(last)
+        ys.append(np.asarray(a["rho_searched"], np.float64)[2:n - 1]), last_ys.append(a["rho_searched"][n - 1])
+    rows, ys = np.concatenate(rows), np.concatenate(ys)
+    if np.linalg.matrix_rank(rows) < rows.shape[1]:
+        raise ValueError(f"the searched budgets {sorted(set(nfes))} cannot determine CPR of degree {degree} "
+                         f"({rows.shape[1]} coefficients): search more budgets or lower the degree")
+    rho = np.concatenate([np.asarray(a["rho_searched"], np.float64)[2:] for a in artefacts])
+    return {"base": bases.pop(), "degree": float(degree), "coef": np.linalg.lstsq(rows, ys, rcond=None)[0],
+            "coef_last": np.linalg.lstsq(np.stack(last_rows), np.asarray(last_ys), rcond=None)[0],
+            "lo": float(rho.min()), "hi": float(rho.max())}
+
+
+def cpr_ratios(cpr: dict, nfe: int, guidance=None) -> np.ndarray:
+    """The N ratios CPR predicts at budget ``nfe`` (and ``guidance``, when it was fitted with scales)."""
+    nfe = check_int("nfe", nfe, 3)
+    guided = len(cpr["coef_last"]) == 9
+    if guided != (guidance is not None):
+        raise ValueError(f"guidance must be {'a scale' if guided else 'None'}: this CPR was fitted "
+                         f"{'with' if guided else 'without'} guidance scales, got {guidance!r}")
+    body, last = _cpr_terms(nfe, None if guidance is None else float(guidance), int(cpr["degree"]))
+    rho = np.concatenate([body @ cpr["coef"], [last @ cpr["coef_last"]]])
+    return np.concatenate([np.ones(2), np.clip(rho, cpr["lo"], cpr["hi"])])
+
+
+def cpr_artefact(schedule: Schedule, model_fn: Callable, grid: TimeGrid, cpr: dict, x_val, exact_val, *,
+                 guidance=None, predicts: str = "eps") -> dict:
+    """A ``dc_sampler`` artefact on ``grid`` from CPR's ratios at its budget (and ``guidance``), shrunk on
+    ``x_val`` against the exact end points ``exact_val`` as ``fit_rho`` does (``model_fn`` is the guided
+    model at that scale)."""
+    check_choice("cpr base", cpr["base"], sorted(BASES))
+    order = BASES[cpr["base"]]
+    _check(grid, order, "bh2")
+    rho = cpr_ratios(cpr, grid.num_steps, guidance)
+    return _shrunk(_trajectories(schedule, model_fn, grid, order, predicts), grid, rho, cpr["base"], x_val, exact_val)
 
 
 def dc_sampler(schedule: Schedule, artefact: dict, predicts: str = "eps") -> Sampler:
