@@ -10,7 +10,7 @@ from samplers.core import sample
 from samplers.grids import time_grid
 from samplers.ode.ddim import ddim
 from samplers.ode.common import predictor
-from samplers.reference import denoiser_from_model, reference_sample, solve_pf_ode
+from samplers.reference import denoiser_from_model, pf_ode_trajectory, reference_sample, solve_pf_ode
 
 ALL_SCHEDULES = ["vp_linear", "vp_cosine", "vp_discrete", "ve", "edm", "flow"]
 
@@ -157,6 +157,23 @@ def test_reference_solver_matches_closed_form_gaussian(x64):
     via_model = solve_pf_ode(denoiser_from_model(gmm.model_fn(sch, "v"), sch, "v"), x,
                              mid.alpha[0], mid.sigma[0], mid.alpha[-1], mid.sigma[-1])
     assert np.allclose(via_model, reference_sample(gmm.denoise, x, mid), rtol=1e-7, atol=1e-7)
+
+
+def test_reference_trajectory_matches_closed_form_gaussian_at_every_point(x64):
+    """``pf_ode_trajectory`` (one solve saved at every grid point) against the Gaussian's closed form (as above)
+    at each point; CONTROL: the closed form of the neighbouring point is rejected by the same check."""
+    c, mu = np.array([[1.0, 0.3], [0.3, 0.5]]), np.array([1.0, -2.0])
+    gmm, sch = GaussianMixture([1.0], mu[None], c[None]), schedules.vp_linear()
+    grid = time_grid(sch, 6, final="zero")
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 2), jnp.float64)
+    traj = pf_ode_trajectory(gmm.denoise, x, grid)
+    w, u = np.linalg.eigh(c)
+    s = grid.sigma / grid.alpha
+    z0 = (np.asarray(x) / grid.alpha[0] - mu) @ u
+    exact = np.stack([grid.alpha[k] * (mu + (z0 * np.sqrt((w + s[k] ** 2) / (w + s[0] ** 2))) @ u.T)
+                      for k in range(len(s))])
+    assert traj.shape == (7, 4, 2) and np.allclose(traj, exact, rtol=1e-8, atol=1e-8)
+    assert not np.allclose(traj[1:], exact[:-1], rtol=1e-8, atol=1e-8)
 
 
 def test_sample_compiles_once_and_records_trajectory():
