@@ -122,6 +122,8 @@ def test_bad_input(searched):
         dc.fit_cpr(arts[:6], guidance=scales[:6])
     with pytest.raises(ValueError, match=">= 3 budgets"):  # every artefact rejected by its validation
         dc.fit_cpr([{**a, "shrink": 0.0} for a in arts])
+    with pytest.raises(ValueError, match="cannot determine"):  # 3 budgets and 3 scales, but one pair each
+        dc.fit_cpr(arts[::4], guidance=scales[::4])
     with pytest.raises(ValueError, match="guidance"):
         dc.cpr_ratios(dc.fit_cpr(arts, guidance=scales), 10)
     with pytest.raises(ValueError, match="nfe"):

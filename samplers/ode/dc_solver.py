@@ -201,13 +201,16 @@ def fit_cpr(artefacts, guidance=None, degree: int = 2) -> dict:
         body, last = _cpr_terms(n, g, degree)
         rows.append(body), last_rows.append(last)
         ys.append(np.asarray(a["rho_searched"], np.float64)[2:n - 1]), last_ys.append(a["rho_searched"][n - 1])
-    rows, ys = np.concatenate(rows), np.concatenate(ys)
-    if np.linalg.matrix_rank(rows) < rows.shape[1]:
-        raise ValueError(f"the searched budgets {sorted(set(nfes))} cannot determine CPR of degree {degree} "
-                         f"({rows.shape[1]} coefficients): search more budgets or lower the degree")
+    rows, ys, last_rows = np.concatenate(rows), np.concatenate(ys), np.stack(last_rows)
+    for table, what in ((rows, f"CPR of degree {degree}"), (last_rows, "the last step's quadratic")):
+        if np.linalg.matrix_rank(table) < table.shape[1]:
+            raise ValueError(f"the searched budgets {sorted(set(nfes))}"
+                             + (f" and scales {sorted(set(scales))}" if guidance is not None else "")
+                             + f" cannot determine {what} ({table.shape[1]} coefficients): search more "
+                             "(budget, scale) pairs or lower the degree")
     rho = np.concatenate([np.asarray(a["rho_searched"], np.float64)[2:] for a in artefacts])
     return {"base": bases.pop(), "degree": float(degree), "coef": np.linalg.lstsq(rows, ys, rcond=None)[0],
-            "coef_last": np.linalg.lstsq(np.stack(last_rows), np.asarray(last_ys), rcond=None)[0],
+            "coef_last": np.linalg.lstsq(last_rows, np.asarray(last_ys), rcond=None)[0],
             "lo": float(rho.min()), "hi": float(rho.max())}
 
 
