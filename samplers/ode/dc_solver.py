@@ -208,10 +208,10 @@ def fit_cpr(artefacts, guidance=None, degree: int = 2) -> dict:
                              + (f" and scales {sorted(set(scales))}" if guidance is not None else "")
                              + f" cannot determine {what} ({table.shape[1]} coefficients): search more "
                              "(budget, scale) pairs or lower the degree")
-    rho = np.concatenate([np.asarray(a["rho_searched"], np.float64)[2:] for a in artefacts])
+    last_ys = np.asarray(last_ys, np.float64)
     return {"base": bases.pop(), "degree": float(degree), "coef": np.linalg.lstsq(rows, ys, rcond=None)[0],
-            "coef_last": np.linalg.lstsq(last_rows, np.asarray(last_ys), rcond=None)[0],
-            "lo": float(rho.min()), "hi": float(rho.max())}
+            "coef_last": np.linalg.lstsq(last_rows, last_ys, rcond=None)[0],
+            "lo": float(min(ys.min(), last_ys.min())), "hi": float(max(ys.max(), last_ys.max()))}
 
 
 def cpr_ratios(cpr: dict, nfe: int, guidance=None) -> np.ndarray:
