@@ -19,7 +19,8 @@ PF-ODE solution from ``--train-batch`` other noise draws (seed 1) on the same mi
 orbax to ``--out``/grids, loaded back and evaluated on the benchmark noise; rows "learnt <base>
 (other mixture)" use grids searched on a different mixture (seed 1) instead; ":decoupled" also
 searches the times the model is called at (LD3), ":orders" the per-step orders (USF-style; flags
-joined by "+"). Rows "gits <base>": the GITS grid
+joined by "+"); the base "usf" (``samplers.ode.usf``) searches every step's order, prediction type and UniC
+corrector with the grid. Rows "gits <base>": the GITS grid
 (``samplers.ode.gits``: dynamic programming over a 100-point log-SNR grid of DDIM step costs along
 ``--gits-batch`` exact trajectories from other noise, seed 1) run with <base>. Rows "ays ..." and
 "dualfast <base>" (``--fast-ode``, ``fast_ode_rows``): DDIM on Align Your Steps grids (the KLUB-optimised
@@ -204,7 +205,7 @@ def main():
     p.add_argument("--learnt-nfes", default="5,10", help="NFEs to search grids for ('' for none)")
     p.add_argument("--learnt-bases",
                    default="ipndm,dpm_solver_pp_3m,dpm_solver_pp_3m:decoupled,dpm_solver_pp_2m:decoupled,"
-                           "dpm_solver_pp_3m_taylor:orders+decoupled",
+                           "dpm_solver_pp_3m_taylor:orders+decoupled,usf,usf:decoupled",
                    help="learnt_grid.BASES names, ':decoupled' to also search the model times, ':orders' the "
                         "per-step orders (flags joined by '+')")
     p.add_argument("--train-batch", type=int, default=1024)

@@ -18,11 +18,13 @@ result is an artefact -- the grid's times (and model times) and
 the base method -- saved with orbax (``save_grid``/``load_grid``) and turned into a ``Sampler`` of
 the base method on that grid by ``learnt_grid_sampler``.
 
-Per-step orders (``search_orders=True``, DPM-Solver++ multistep bases), a per-step solver search in
-the spirit of USF (Liu et al. 2023, "A Unified Sampling Framework for Solver Searching of Diffusion
-Probabilistic Models"): the order of each step (1 to the base's order, at most i + 1 at step i; the
-first step and the last one to sigma = 0 stay first order) is chosen by coordinate descent on the
-same loss, alternating with the grid search; the artefact then carries "orders".
+Per-step choices, a per-step solver search in the spirit of USF (Liu et al. 2023, "A Unified Sampling
+Framework for Solver Searching of Diffusion Probabilistic Models"), chosen by coordinate descent on the
+same loss, alternating with the grid search (``step_choices``): the order of each step
+(``search_orders=True``, DPM-Solver++ multistep bases: 1 to the base's order, at most i + 1 at step i; the
+first step and the last one to sigma = 0 stay first order; the artefact carries "orders"), or, on the base
+"usf" (``samplers.ode.usf``, UniPC bh2 steps), each step's order, prediction type and corrector (the artefact
+carries "orders", "eps" and "corrected").
 
 Variant choice (``fit_select``): model selection on held-out data. Each variant spec
 ("base[:flag+flag]", ``parse_spec``) is fitted on training draws and the artefact with the lowest
@@ -48,6 +50,7 @@ from samplers.ode.ddim import ddim, ddim_coefficients
 from samplers.ode.dpm_solver import dpm_solver_pp, multistep_tables
 from samplers.ode.ipndm import ipndm, ipndm_coefficients
 from samplers.ode.multistep import linear_multistep, multistep_orders
+from samplers.ode.usf import default_choices, usf, usf_tables
 from samplers.schedules import Schedule
 
 
@@ -78,6 +81,8 @@ BASES: dict[str, tuple[str, Callable, Callable]] = {
     "dpm_solver_pp_3m": _dpmpp(3),
     "dpm_solver_pp_3m_taylor": _dpmpp(3, "taylor"),
     "ipndm": _ipndm(4),
+    "usf": ("x0", lambda grid: usf_tables(grid, *default_choices(grid)),
+            lambda schedule, grid, predicts: usf(schedule, grid, predicts)),
 }
 # bases whose per-step orders can be searched -> (highest order, third_order of ``multistep_tables``)
 ORDERED = {"dpm_solver_pp_2m": (2, "reference"), "dpm_solver_pp_3m": (3, "reference"),
@@ -109,11 +114,30 @@ def ordered_tables(base: str, grid: TimeGrid, orders) -> tuple[np.ndarray, np.nd
     return A, np.pad(B, ((0, 0), (0, 3 - B.shape[1])))
 
 
-def order_choices(base: str, nfe: int) -> list[tuple[int, ...]]:
-    """The orders each step may take: step i at most min(highest, i + 1); the first and the last
+def order_choices(top: int, nfe: int) -> list[tuple[int, ...]]:
+    """The orders each step may take: step i at most min(top, i + 1); the first and the last
     (to sigma = 0) step first order."""
-    top = ORDERED[base][0]
     return [(1,) if i in (0, nfe - 1) else tuple(range(1, min(top, i + 1) + 1)) for i in range(nfe)]
+
+
+# the per-step choices of an artefact, one column each (an ``ORDERED`` base: "orders"; "usf": all three)
+STEP_KEYS = {"usf": ("orders", "eps", "corrected")}
+
+
+def step_choices(base: str, nfe: int) -> list[list[tuple[int, ...]]]:
+    """The choices each step of ``base`` may take, one tuple of ``STEP_KEYS`` values each: the orders of
+    ``order_choices``; on "usf" (orders up to 3) times data / noise prediction times corrector off / on (the
+    last step, to sigma = 0, uncorrected)."""
+    if base != "usf":
+        return [[(o,) for o in c] for c in order_choices(ORDERED[base][0], nfe)]
+    return [[(o, e, c) for o in orders for e in (0, 1) for c in ((0,) if i == nfe - 1 else (0, 1))]
+            for i, orders in enumerate(order_choices(3, nfe))]
+
+
+def step_tables(base: str, grid: TimeGrid, rows) -> tuple[np.ndarray, np.ndarray]:
+    """(A, B) of ``base`` on ``grid`` with per-step choices ``rows`` (N, len(STEP_KEYS[base]))."""
+    rows = np.rint(np.asarray(rows)).astype(int)
+    return usf_tables(grid, *rows.T) if base == "usf" else ordered_tables(base, grid, rows[:, 0])
 
 
 def grid_from_params(schedule: Schedule, u, t_start: float, t_min: float) -> TimeGrid:
@@ -168,7 +192,8 @@ def fit_grid(schedule: Schedule, model_fn: Callable, base: str, nfe: int, x_star
     log-SNR shifts of the grid's points), returned as "t_model". ``init_t`` (the ``nfe`` model times of
     a grid from ``t_start``, e.g. a GITS grid of ``samplers.ode.gits``) replaces ``init_spacing``.
     ``search_orders`` (a base of ``ORDERED``) alternates ``order_sweeps`` coordinate-descent sweeps
-    over the per-step orders with the grid search and returns them as "orders" (module docstring)."""
+    over the per-step orders with the grid search and returns them as "orders"; the base "usf" always does
+    so over its per-step choices, returned as "orders", "eps" and "corrected" (module docstring)."""
     check_choice("base", base, sorted(BASES))
     if search_orders:
         check_choice("base (search_orders=True)", base, sorted(ORDERED))
@@ -178,6 +203,7 @@ def fit_grid(schedule: Schedule, model_fn: Callable, base: str, nfe: int, x_star
         raise ValueError(f"nfe must be an integer >= 2 (one inner grid point to move), got {nfe!r}")
     t_start = schedule.t_max if t_start is None else float(t_start)
     t_min = schedule.t_min
+    stepwise = search_orders or base == "usf"
     space, tables, _ = BASES[base]
     run = _traced_run(predictor(schedule, predicts, space), model_fn)
     x_start, x_teacher = jnp.asarray(x_start), np.asarray(x_teacher, np.float64)
@@ -190,9 +216,9 @@ def fit_grid(schedule: Schedule, model_fn: Callable, base: str, nfe: int, x_star
             t_model = np.clip(schedule.t_from_lambda(lam), t_min, schedule.t_max)
         return grid, t_model
 
-    def loss(p, orders=None):
+    def loss(p, rows=None):
         grid, t_model = grids(p)
-        A, B = tables(grid) if orders is None else ordered_tables(base, grid, orders)
+        A, B = tables(grid) if rows is None else step_tables(base, grid, rows)
         out = run(jnp.asarray(A, x_start.dtype), jnp.asarray(B, x_start.dtype), jnp.asarray(t_model), x_start)
         err = float(np.sqrt(np.mean((np.asarray(out, np.float64) - x_teacher) ** 2)))
         return err if np.isfinite(err) else 1e6
@@ -206,25 +232,27 @@ def fit_grid(schedule: Schedule, model_fn: Callable, base: str, nfe: int, x_star
     u0 = params_from_grid(schedule, start, t_min)
     u0 = np.concatenate([u0, np.zeros(nfe if decouple else 0)])
 
-    def search(u, orders):
-        res = minimize(loss, u, args=(orders,), method="Nelder-Mead",
+    def search(u, rows):
+        res = minimize(loss, u, args=(rows,), method="Nelder-Mead",
                        options={"maxfev": max_evals, "xatol": 1e-4, "fatol": 1e-7, "adaptive": True})
-        return res.x if res.fun < loss(u, orders) else u
+        return res.x if res.fun < loss(u, rows) else u
 
-    orders = None
-    if search_orders:
-        orders, best, steps = multistep_orders(nfe, ORDERED[base][0], True, True), u0, np.arange(nfe)
+    rows = None
+    if stepwise:
+        best = u0
+        rows = (np.stack(default_choices(start), 1) if base == "usf"
+                else multistep_orders(nfe, ORDERED[base][0], True, True)[:, None]).astype(int)
         for _ in range(order_sweeps):
-            for i, choices in enumerate(order_choices(base, nfe)):
-                trials = {o: loss(best, np.where(steps == i, o, orders)) for o in choices}
-                orders = np.where(steps == i, min(trials, key=trials.get), orders)
-            best = search(best, orders)
+            for i, choices in enumerate(step_choices(base, nfe)):
+                trials = {c: loss(best, np.where(np.arange(nfe)[:, None] == i, c, rows)) for c in choices}
+                rows[i] = min(trials, key=trials.get)
+            best = search(best, rows)
     else:
         best = search(u0, None)
     grid, t_model = grids(best)
-    out = {"t": np.asarray(grid.t[:-1]), "base": base, "rms_init": loss(u0), "rms": loss(best, orders)}
-    if search_orders:
-        out["orders"] = np.asarray(orders, np.float64)
+    out = {"t": np.asarray(grid.t[:-1]), "base": base, "rms_init": loss(u0), "rms": loss(best, rows)}
+    if stepwise:
+        out.update({k: rows[:, j].astype(np.float64) for j, k in enumerate(STEP_KEYS.get(base, ("orders",)))})
     return {**out, "t_model": np.asarray(t_model)} if decouple else out
 
 
@@ -235,7 +263,8 @@ def learnt_grid_sampler(schedule: Schedule, artefact: dict, predicts: str = "eps
     if "t_model" in artefact:  # the model is called at these times, the coefficients are the grid's
         grid = dataclasses.replace(grid, t=np.append(np.asarray(artefact["t_model"], np.float64), grid.t[-1]))
     if "orders" in artefact:
-        A, B = ordered_tables(artefact["base"], grid, np.rint(artefact["orders"]).astype(int))
+        keys = STEP_KEYS.get(artefact["base"], ("orders",))
+        A, B = step_tables(artefact["base"], grid, np.stack([artefact[k] for k in keys], 1))
         return linear_multistep(grid, predictor(schedule, predicts, "x0"), A, B)
     return BASES[artefact["base"]][2](schedule, grid, predicts)
 
@@ -268,9 +297,9 @@ def fit_select(schedule: Schedule, model_fn: Callable, specs, nfe: int, train, v
             "train_rms": {spec: art["rms"] for spec, art in arts.items()}}
 
 
-# coef: the per-step coefficients of an LSD artefact (samplers.ode.lsd) or DC-Solver's cascade regression;
+# orders, eps, corrected: per-step choices (``STEP_KEYS``); coef: the per-step coefficients of an LSD artefact (samplers.ode.lsd) or DC-Solver's cascade regression;
 # rho, rho_searched, coef_last: DC-Solver's ratios and the regression's last-step coefficients (ode.dc_solver)
-ARRAYS = ("t", "t_model", "coef", "orders", "rho", "rho_searched", "coef_last")
+ARRAYS = ("t", "t_model", "coef", "orders", "eps", "corrected", "rho", "rho_searched", "coef_last")
 
 
 def save_grid(path: str, artefact: dict) -> None:
