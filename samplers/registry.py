@@ -12,7 +12,8 @@ from samplers.discrete import dfm, uniform
 from samplers.discrete.first_hitting import first_hitting
 from samplers.discrete.masked import ancestral
 from samplers.discrete.remask import remdm
-from samplers.grids import TimeGrid, time_grid
+from samplers.from_diffusers import singlestep_groups, singlestep_order_list
+from samplers.grids import DISCRETE_SPACINGS, TimeGrid, time_grid
 from samplers.ode.ddim import ddim
 from samplers.ode.dpm_solver import dpm_solver, dpm_solver_fast_grid, dpm_solver_pp
 from samplers.ode.dpm_solver_adaptive import dpm_solver_adaptive
@@ -81,6 +82,18 @@ def cap_orders(schedule: Schedule, grid: TimeGrid, orders, h_max: float) -> tupl
         for k in cols:
             cols[k].append(np.asarray(getattr(grid, k)[i + 1:i + 2]))
     return TimeGrid(**{k: np.concatenate(v) for k, v in cols.items()}), out
+
+
+def cap_groups(grid: TimeGrid, groups, h_max: float) -> list[int]:
+    """``cap_orders`` for intervals whose stages sit on the grid (``dpm_solver(..., stages="grid")``: an interval
+    of order p spans p grid steps): one spanning a log-SNR step over ``h_max`` becomes p first-order intervals on
+    the same points (calls unchanged)."""
+    out, j = [], 0
+    for p in (int(p) for p in groups):
+        h = grid.lam[j + p] - grid.lam[j]
+        out += [1] * p if p > 1 and np.isfinite(h) and h > h_max else [p]
+        j += p
+    return out
 
 
 def _dpm_solver_fast_plan(schedule, nfe, spacing, t_start, t_end):
@@ -153,14 +166,14 @@ SAMPLERS: dict[str, Entry] = {
 # (Heun's error in (y, s) is not a series in lambda, but the same cap measured to bound its small-budget error:
 # uncapped, 180x DDIM's at 2 calls and 2.6-18x at 4-15 calls on the benchmark mixtures; capped, at most 2x)
 SINGLESTEP_ORDER = {"dpm_solver_2": 2, "dpm_solver_3": 3, "dpm_solver_pp_2s": 2, "heun": 2, "deis_rk": 3}
+# singlestep DPM-Solvers that, on a discrete spacing, follow diffusers' DPMSolverSinglestepScheduler: one model
+# call per grid point (nfe points), intervals of orders [1, 2, 3, 1, 2, 3, ...] with their stages on the grid
+# (``from_diffusers.singlestep_order_list``), capped by ``cap_groups``. On the lambda-stage grid of nfe / order
+# points instead, the last model call sits at t ~ 1000 order / nfe before the first-order jump to sigma = 0 (up
+# to 2x DDIM's error at 15-50 calls on the dim-8 benchmark mixture, and calls left unspent: 6 -> 4 for order 3)
+GRID_STAGES = ("dpm_solver_2", "dpm_solver_3", "dpm_solver_pp_2s")
 for _m in TABLEAUX:
     SAMPLERS[f"rk_{_m}"] = Entry(_fixed(rk, method=_m), _per_call(len(TABLEAUX[_m][1])), "uniform")
-# name -> (least num_steps, why): budgets below it break the robustness rule (issue 21: error at most 2x DDIM's
-# at the same calls) and have no order to lower. rk_euler, first order in t: 2.02x logSNR DDIM's at 2 steps on
-# the benchmark's dim-8 mixture (seed 0) on its uniform grid, 2.4-2.9x on karras/logSNR/quadratic; 1.04x at 1
-# and 3 steps (tests/test_fastode_robust.py).
-MIN_STEPS = {"rk_euler": (3, "two Euler steps in t are over 2x DDIM's error at the same calls and first order "
-                             "has no order to lower")}
 
 
 # Default spacing on the DDPM-discrete schedule (vp_discrete), chosen by measurement (bench/ode_accuracy.py
@@ -173,8 +186,14 @@ MIN_STEPS = {"rk_euler": (3, "two Euler steps in t are over 2x DDIM's error at t
 # Any other spacing stays available by name. UniPC-bh1 and DPM-Solver++(3M, Taylor) join for robustness: on
 # logSNR their 3-6 steps are longer than ``H_MAX`` in log-SNR and their error reaches 2.2-3.2x logSNR DDIM's at
 # 4-7 calls; on linspace it stays within 1.8x at every budget (tests/test_fastode_robust.py).
+# The singlestep solvers, Heun, Euler and DPM-Solver-1 join as well (diffusers' own default there, and measured:
+# on logSNR, DPM-Solver-1/2/3, ++(2S) and DEIS rho-RK are 2.6-5.0x linspace DDIM's error at 9-12 and 50 calls on
+# tests/test_fastode_robust.py's second mixture, Karras-spaced Heun 2.85x at 4-5 calls on the dim-8 benchmark
+# mixture; on linspace all of them stay within 2x at every NFE 1-12, 15, 20, ..., 50: README "Small-budget
+# robustness").
 DISCRETE_SPACING = {name: "linspace" for name in ("ddim", "dpm_solver_pp_2m", "dpm_solver_pp_3m", "unipc", "unipc_3",
-                                                  "deis", "unipc_bh1", "dpm_solver_pp_3m_taylor")}
+                                                  "deis", "unipc_bh1", "dpm_solver_pp_3m_taylor", "dpm_solver_1",
+                                                  "unip", "euler", "heun") + GRID_STAGES}
 
 
 def default_spacing(name: str, schedule: Schedule, end_points: bool = False) -> str:
@@ -208,13 +227,15 @@ def plan(name: str, schedule: Schedule, nfe: int, *, spacing: str | None = None,
         if final is not None:
             raise ValueError(f"sampler {name!r} takes final=None only, got {final!r}")
         return entry.plan(schedule, nfe, spacing or entry.spacing, t_start, t_end)
-    steps = entry.steps(nfe, final == "zero")
+    spacing = spacing or default_spacing(name, schedule, t_start is not None or t_end is not None)
+    discrete = spacing in DISCRETE_SPACINGS and final != "last"  # these grids end with a step to sigma = 0
+    if name in GRID_STAGES and discrete:
+        g = time_grid(schedule, nfe, spacing, final=final, t_start=t_start, t_end=t_end)
+        groups = singlestep_groups(singlestep_order_list(SINGLESTEP_ORDER[name], nfe, True, True))
+        return g, {"orders": cap_groups(g, groups, H_MAX), "stages": "grid"}
+    steps = entry.steps(nfe, final == "zero" or discrete)
     if steps < 1:
         raise ValueError(f"nfe={nfe} is too small for sampler {name!r}")
-    if name in MIN_STEPS and steps < MIN_STEPS[name][0]:
-        raise ValueError(f"sampler {name!r} needs num_steps >= {MIN_STEPS[name][0]} (nfe >= {MIN_STEPS[name][0]}), "
-                         f"got num_steps={steps} from nfe={nfe}: {MIN_STEPS[name][1]}")
-    spacing = spacing or default_spacing(name, schedule, t_start is not None or t_end is not None)
     g = time_grid(schedule, steps, spacing, final=final, t_start=t_start, t_end=t_end)
     if name not in SINGLESTEP_ORDER:
         return g, {}
