@@ -169,8 +169,8 @@ SINGLESTEP_ORDER = {"dpm_solver_2": 2, "dpm_solver_3": 3, "dpm_solver_pp_2s": 2,
 # singlestep DPM-Solvers that, on a discrete spacing, follow diffusers' DPMSolverSinglestepScheduler: one model
 # call per grid point (nfe points), intervals of orders [1, 2, 3, 1, 2, 3, ...] with their stages on the grid
 # (``from_diffusers.singlestep_order_list``), capped by ``cap_groups``. On the lambda-stage grid of nfe / order
-# points instead, the last model call sits at t ~ 1000 order / nfe before the first-order jump to sigma = 0 (up
-# to 2x DDIM's error at 15-50 calls on the dim-8 benchmark mixture, and calls left unspent: 6 -> 4 for order 3)
+# points instead, the last model call sits at t ~ 1000 order / nfe before the first-order jump to sigma = 0
+# (DPM-Solver-3 on the dim-8 benchmark mixture: 2.97x DDIM's error at 6-8 calls, 4 of them spent, 1.8-1.98x at 9-50)
 GRID_STAGES = ("dpm_solver_2", "dpm_solver_3", "dpm_solver_pp_2s")
 for _m in TABLEAUX:
     SAMPLERS[f"rk_{_m}"] = Entry(_fixed(rk, method=_m), _per_call(len(TABLEAUX[_m][1])), "uniform")
@@ -186,11 +186,11 @@ for _m in TABLEAUX:
 # Any other spacing stays available by name. UniPC-bh1 and DPM-Solver++(3M, Taylor) join for robustness: on
 # logSNR their 3-6 steps are longer than ``H_MAX`` in log-SNR and their error reaches 2.2-3.2x logSNR DDIM's at
 # 4-7 calls; on linspace it stays within 1.8x at every budget (tests/test_fastode_robust.py).
-# The singlestep solvers, Heun, Euler and DPM-Solver-1 join as well (diffusers' own default there, and measured:
-# on logSNR, DPM-Solver-1/2/3, ++(2S) and DEIS rho-RK are 2.6-5.0x linspace DDIM's error at 9-12 and 50 calls on
+# The singlestep DPM-Solvers, Heun, Euler, DPM-Solver-1 and UniP join as well (diffusers' own default there, and
+# measured: on logSNR, DPM-Solver-1/2/3 and ++(2S) are 2.6-5.0x linspace DDIM's error at 9-12 and 50 calls on
 # tests/test_fastode_robust.py's second mixture, Karras-spaced Heun 2.85x at 4-5 calls on the dim-8 benchmark
-# mixture; on linspace all of them stay within 2x at every NFE 1-12, 15, 20, ..., 50: README "Small-budget
-# robustness").
+# mixture; on linspace all of them stay within 1.84x at every NFE 1-12, 15, 20, ..., 50 on three mixtures: README
+# "Small-budget robustness"). DEIS rho-RK stays on logSNR (2.97x at 4-6 calls on linspace).
 DISCRETE_SPACING = {name: "linspace" for name in ("ddim", "dpm_solver_pp_2m", "dpm_solver_pp_3m", "unipc", "unipc_3",
                                                   "deis", "unipc_bh1", "dpm_solver_pp_3m_taylor", "dpm_solver_1",
                                                   "unip", "euler", "heun") + GRID_STAGES}
