@@ -214,11 +214,25 @@ def _spends_exactly(smp, sch, predicts, budget: int) -> bool:
     return len(calls) == int(out.nfe) == smp.nfe == budget
 
 
-@pytest.mark.parametrize("name", registry.names())
+@pytest.mark.parametrize("name", [n for n in registry.names() if n != "dpm_solver_adaptive"])
 def test_nfe_counts_real_model_calls(name):
     sch = schedules.vp_linear() if not name.startswith("rk_") else schedules.flow(t_max=0.999)
     predicts = "velocity" if name.startswith("rk_") else "eps"
     assert _spends_exactly(registry.build(name, sch, 12, predicts), sch, predicts, 12)
+
+
+def test_adaptive_budget_is_a_cap_with_a_minimum():
+    """dpm_solver_adaptive's calls are set by its tolerance: the registry's budget caps them (the real calls,
+    counted, are the state's nfe and at most the cap) and is refused below ``registry.ADAPTIVE_MIN_NFE``."""
+    sch = schedules.vp_linear()
+    smp = registry.build("dpm_solver_adaptive", sch, registry.ADAPTIVE_MIN_NFE)
+    model = random_mixture(dim=2, seed=0).model_fn(sch, "eps")
+    calls = []
+    with jax.disable_jit():
+        out = sample(smp, lambda x, t: calls.append(1) or model(x, t), jnp.ones((3, 2)))
+    assert bool(out.done) and len(calls) == int(out.nfe) < smp.nfe <= registry.ADAPTIVE_MIN_NFE
+    with pytest.raises(ValueError, match="nfe must be >= 100 for sampler 'dpm_solver_adaptive'"):
+        registry.build("dpm_solver_adaptive", sch, registry.ADAPTIVE_MIN_NFE - 1)
 
 
 def test_nfe_count_control():
