@@ -13,7 +13,8 @@ from samplers.ode.common import predictor
 from samplers.ode.exponential import exp_coefs
 from samplers.ode.unipc import bh_rhos, unipc
 from samplers.ode.usf import default_choices, usf, usf_tables
-from samplers.schedules import ddpm_betas, vp_discrete
+from samplers.grids import time_grid
+from samplers.schedules import ddpm_betas, get_schedule, vp_discrete
 
 SCH = vp_discrete(ddpm_betas())
 GMM = random_mixture(dim=8, num_components=4, seed=0)
@@ -101,3 +102,6 @@ def test_bad_choices():
         usf_tables(grid, orders, eps, np.ones(5, bool))
     with pytest.raises(ValueError, match="booleans"):
         usf_tables(grid, orders, np.full(5, 2), corr)
+    flow = time_grid(get_schedule("flow"), 5, "uniform")
+    with pytest.raises(ValueError, match=r"eps\[0\] must be False"):
+        usf_tables(flow, orders, np.ones(5, bool), corr)

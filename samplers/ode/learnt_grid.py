@@ -297,8 +297,9 @@ def fit_select(schedule: Schedule, model_fn: Callable, specs, nfe: int, train, v
             "train_rms": {spec: art["rms"] for spec, art in arts.items()}}
 
 
-# orders, eps, corrected: per-step choices (``STEP_KEYS``); coef: the per-step coefficients of an LSD artefact (samplers.ode.lsd) or DC-Solver's cascade regression;
-# rho, rho_searched, coef_last: DC-Solver's ratios and the regression's last-step coefficients (ode.dc_solver)
+# orders, eps, corrected: per-step choices (``STEP_KEYS``); coef: the per-step coefficients of an LSD artefact
+# (samplers.ode.lsd) or DC-Solver's cascade regression; rho, rho_searched, coef_last: DC-Solver's ratios and the
+# regression's last-step coefficients (ode.dc_solver)
 ARRAYS = ("t", "t_model", "coef", "orders", "eps", "corrected", "rho", "rho_searched", "coef_last")
 
 

@@ -7,8 +7,9 @@ space T_i: data prediction (x0) or noise prediction (eps, eps_j = (x~_j - alpha_
 the point x~_j the model was called at), started from the base point x_i; with ``corrected[i]`` the
 output at x~_{i+1} then corrects it (UniC-p_i in the same space: x_{i+1} = UniC(...), no extra call),
 otherwise x_{i+1} = x~_{i+1}. The step to sigma = 0 is first order (in x0 space its exact limit, the
-model's x0 at x~_{N-1}, so a correction of x_{N-1} only matters to a noise-prediction last step). All-x0 with UniPC's orders and every corrector on is
-``unipc`` (bh2); with none, UniP; all-eps is ``unipc(predict_x0=False)``.
+model's x0 at x~_{N-1}, so a correction of x_{N-1} only matters to a noise-prediction last step). All-x0
+with UniPC's orders and every corrector on is ``unipc`` (bh2); with none, UniP; all-eps is
+``unipc(predict_x0=False)``.
 
 Every quantity is linear in the start x_0 and the x0 outputs m_0, ..., m_{N-1}, so the choices are
 compiled in numpy (float64) into one ``linear_multistep`` recurrence on the evaluation points,
@@ -55,6 +56,8 @@ def check_choices(grid: TimeGrid, orders, eps, corrected) -> tuple[np.ndarray, n
         raise ValueError(f"orders must be integers in 1..min(3, i + 1) at step i, got {orders!r}")
     if grid.final_zero and orders[-1] != 1:
         raise ValueError(f"orders[-1] must be 1: the step to sigma = 0 is first order, got {orders[-1]}")
+    if eps[0] and grid.alpha[0] == 0.0:
+        raise ValueError("eps[0] must be False on a grid starting at alpha = 0: noise prediction divides by alpha")
     if corrected[-1]:
         raise ValueError("corrected[-1] must be False: no model call follows the last step")
     return orders.astype(int), eps.astype(bool), corrected.astype(bool)
