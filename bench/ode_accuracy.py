@@ -73,7 +73,7 @@ NFES = (5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)
 # the choice among them is made on validation draws only
 SELECT_SPECS = ("ipndm", "dpm_solver_pp_3m:decoupled", "dpm_solver_pp_2m:decoupled",
                 "dpm_solver_pp_3m_taylor:orders+decoupled", "dpm_solver_pp_3m:orders+decoupled",
-                "dpm_solver_pp_3m_taylor:orders")
+                "dpm_solver_pp_3m_taylor:orders", "usf", "usf:decoupled")
 
 
 def run_diffusers(make, steps: int, sigma_space: bool, denoise, ref: Reference, a0: float, s0: float):
