@@ -39,6 +39,19 @@ def test_reduces_to_unipc(x64, nfe):
                 np.testing.assert_allclose(got, want, atol=1e-11, err_msg=str((order, predict_x0, corrector)))
 
 
+def test_reduces_to_unipc_from_alpha_zero(x64):
+    """On a flow grid from alpha = 0 (lambda = -inf) UniPC leaves the first step uncorrected; so do the defaults."""
+    sch = get_schedule("flow")
+    grid, gmm = time_grid(sch, 6, "uniform"), random_mixture(dim=4, num_components=3, seed=0)
+    mf, x = gmm.model_fn(sch, "velocity"), jax.random.normal(jax.random.PRNGKey(0), (8, 4), jnp.float64)
+    want = sample(unipc(sch, grid, "velocity"), mf, x).x
+    np.testing.assert_allclose(sample(usf(sch, grid, "velocity"), mf, x).x, want, atol=1e-11)
+    orders, eps, corrected = default_choices(grid)
+    assert not corrected[0]  # CONTROL: correcting that step too is another solver
+    other = sample(usf(sch, grid, "velocity", corrected=corrected | (np.arange(6) == 0)), mf, x).x
+    assert float(jnp.max(jnp.abs(other - want))) > 1e-3
+
+
 def _eager(grid, x0_fn, x, orders, eps, corrected):
     """The per-step solver as written: UniP-p_i from the base point in space T_i, then UniC-p_i with the
     next output where corrected (no tables, no basis)."""

@@ -36,10 +36,11 @@ SPACES = ("x0", "eps")  # prediction type per step: index 0 data, 1 noise
 
 
 def default_choices(grid: TimeGrid, order: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(orders, eps, corrected) of ``unipc(order=order)`` (bh2, data prediction, lower_order_final)."""
+    """(orders, eps, corrected) of ``unipc(order=order)`` (bh2, data prediction, lower_order_final; like it,
+    no correction of a step from lambda = -inf)."""
     orders = unipc_orders(grid, order, True)
     n = grid.num_steps
-    return orders, np.zeros(n, bool), np.append(np.ones(n - 1, bool), False)
+    return orders, np.zeros(n, bool), np.isfinite(grid.lam[:-1]) & (np.arange(n) < n - 1)
 
 
 def check_choices(grid: TimeGrid, orders, eps, corrected) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
