@@ -14,7 +14,8 @@ to keep the test cheap (4, 6, 12 for the last four). The rk_* solvers (first ord
 are not checked: with 64 draws they break the rule at 4-15 calls on the benchmark mixture (README). CONTROLS:
 the uncapped solvers (H_MAX = inf, the old behaviour) fail the same check for DPM-Solver-3 and Heun at 4-6
 calls; UniPC-bh1 on its old logSNR default, Heun on its old Karras default, and DPM-Solver-3 on linspace with
-lambda stages (GRID_STAGES empty) fail it on the benchmark mixture. Worst ratios over every NFE 1..50 are in the README section."""
+lambda stages (GRID_STAGES empty) fail it on the benchmark mixture. Worst ratios over every NFE 1..50 are in
+the README section."""
 import jax
 import jax.numpy as jnp
 import numpy as np
