@@ -20,7 +20,7 @@ the base method on that grid by ``learnt_grid_sampler``.
 
 Per-step choices, a per-step solver search in the spirit of USF (Liu et al. 2023, "A Unified Sampling
 Framework for Solver Searching of Diffusion Probabilistic Models"), chosen by coordinate descent on the
-same loss, alternating with the grid search (``step_choices``): the order of each step
+same loss, alternating with the grid search (``STEPWISE``): the order of each step
 (``search_orders=True``, DPM-Solver++ multistep bases: 1 to the base's order, at most i + 1 at step i; the
 first step and the last one to sigma = 0 stay first order; the artefact carries "orders"), or, on the base
 "usf" (``samplers.ode.usf``, UniPC bh2 steps), each step's order, prediction type and corrector (the artefact
@@ -34,7 +34,7 @@ RMS on disjoint validation draws is kept; it records its "spec" and every candid
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -120,24 +120,41 @@ def order_choices(top: int, nfe: int) -> list[tuple[int, ...]]:
     return [(1,) if i in (0, nfe - 1) else tuple(range(1, min(top, i + 1) + 1)) for i in range(nfe)]
 
 
-# the per-step choices of an artefact, one column each (an ``ORDERED`` base: "orders"; "usf": all three)
-STEP_KEYS = {"usf": ("orders", "eps", "corrected")}
+class Stepwise(NamedTuple):
+    """A base whose per-step choices ``fit_grid`` searches. A step's choice is a tuple of ints, one per
+    artefact key of ``keys``; ``choices(nfe)``: the tuples each step may take; ``tables(grid, rows)``: (A, B)
+    for per-step choices ``rows`` (N, len(keys)); ``default(grid)``: the base's own rows; ``always``: searched
+    without ``search_orders``."""
+
+    keys: tuple[str, ...]
+    choices: Callable[[int], list[list[tuple[int, ...]]]]
+    tables: Callable[[TimeGrid, np.ndarray], tuple[np.ndarray, np.ndarray]]
+    default: Callable[[TimeGrid], np.ndarray]
+    always: bool = False
 
 
-def step_choices(base: str, nfe: int) -> list[list[tuple[int, ...]]]:
-    """The choices each step of ``base`` may take, one tuple of ``STEP_KEYS`` values each: the orders of
-    ``order_choices``; on "usf" (orders up to 3) times data / noise prediction times corrector off / on (the
-    last step, to sigma = 0, uncorrected)."""
-    if base != "usf":
-        return [[(o,) for o in c] for c in order_choices(ORDERED[base][0], nfe)]
+def _ordered_stepwise(base: str) -> Stepwise:
+    """The per-step orders of DPM-Solver++ multistep ``base`` (``order_choices``)."""
+    top = ORDERED[base][0]
+    return Stepwise(("orders",), lambda nfe: [[(o,) for o in c] for c in order_choices(top, nfe)],
+                    lambda grid, rows: ordered_tables(base, grid, rows[:, 0]),
+                    lambda grid: multistep_orders(grid.num_steps, top, True, True)[:, None])
+
+
+def _usf_choices(nfe: int) -> list[list[tuple[int, int, int]]]:
+    """(order up to 3, data / noise prediction, corrector off / on) per step; the last one uncorrected."""
     return [[(o, e, c) for o in orders for e in (0, 1) for c in ((0,) if i == nfe - 1 else (0, 1))]
             for i, orders in enumerate(order_choices(3, nfe))]
 
 
+STEPWISE = {**{base: _ordered_stepwise(base) for base in ORDERED},
+            "usf": Stepwise(("orders", "eps", "corrected"), _usf_choices, lambda grid, rows: usf_tables(grid, *rows.T),
+                            lambda grid: np.stack(default_choices(grid), 1), always=True)}
+
+
 def step_tables(base: str, grid: TimeGrid, rows) -> tuple[np.ndarray, np.ndarray]:
-    """(A, B) of ``base`` on ``grid`` with per-step choices ``rows`` (N, len(STEP_KEYS[base]))."""
-    rows = np.rint(np.asarray(rows)).astype(int)
-    return usf_tables(grid, *rows.T) if base == "usf" else ordered_tables(base, grid, rows[:, 0])
+    """(A, B) of ``base`` on ``grid`` with per-step choices ``rows`` (N, len(STEPWISE[base].keys))."""
+    return STEPWISE[base].tables(grid, np.rint(np.asarray(rows)).astype(int))
 
 
 def grid_from_params(schedule: Schedule, u, t_start: float, t_min: float) -> TimeGrid:
@@ -203,7 +220,7 @@ def fit_grid(schedule: Schedule, model_fn: Callable, base: str, nfe: int, x_star
         raise ValueError(f"nfe must be an integer >= 2 (one inner grid point to move), got {nfe!r}")
     t_start = schedule.t_max if t_start is None else float(t_start)
     t_min = schedule.t_min
-    stepwise = search_orders or base == "usf"
+    stepwise = STEPWISE[base] if search_orders or (base in STEPWISE and STEPWISE[base].always) else None
     space, tables, _ = BASES[base]
     run = _traced_run(predictor(schedule, predicts, space), model_fn)
     x_start, x_teacher = jnp.asarray(x_start), np.asarray(x_teacher, np.float64)
@@ -239,11 +256,9 @@ def fit_grid(schedule: Schedule, model_fn: Callable, base: str, nfe: int, x_star
 
     rows = None
     if stepwise:
-        best = u0
-        rows = (np.stack(default_choices(start), 1) if base == "usf"
-                else multistep_orders(nfe, ORDERED[base][0], True, True)[:, None]).astype(int)
+        best, rows = u0, stepwise.default(start).astype(int)
         for _ in range(order_sweeps):
-            for i, choices in enumerate(step_choices(base, nfe)):
+            for i, choices in enumerate(stepwise.choices(nfe)):
                 trials = {c: loss(best, np.where(np.arange(nfe)[:, None] == i, c, rows)) for c in choices}
                 rows[i] = min(trials, key=trials.get)
             best = search(best, rows)
@@ -252,7 +267,7 @@ def fit_grid(schedule: Schedule, model_fn: Callable, base: str, nfe: int, x_star
     grid, t_model = grids(best)
     out = {"t": np.asarray(grid.t[:-1]), "base": base, "rms_init": loss(u0), "rms": loss(best, rows)}
     if stepwise:
-        out.update({k: rows[:, j].astype(np.float64) for j, k in enumerate(STEP_KEYS.get(base, ("orders",)))})
+        out.update({k: rows[:, j].astype(np.float64) for j, k in enumerate(stepwise.keys)})
     return {**out, "t_model": np.asarray(t_model)} if decouple else out
 
 
@@ -263,8 +278,7 @@ def learnt_grid_sampler(schedule: Schedule, artefact: dict, predicts: str = "eps
     if "t_model" in artefact:  # the model is called at these times, the coefficients are the grid's
         grid = dataclasses.replace(grid, t=np.append(np.asarray(artefact["t_model"], np.float64), grid.t[-1]))
     if "orders" in artefact:
-        keys = STEP_KEYS.get(artefact["base"], ("orders",))
-        A, B = step_tables(artefact["base"], grid, np.stack([artefact[k] for k in keys], 1))
+        A, B = step_tables(artefact["base"], grid, np.stack([artefact[k] for k in STEPWISE[artefact["base"]].keys], 1))
         return linear_multistep(grid, predictor(schedule, predicts, "x0"), A, B)
     return BASES[artefact["base"]][2](schedule, grid, predicts)
 
@@ -297,7 +311,7 @@ def fit_select(schedule: Schedule, model_fn: Callable, specs, nfe: int, train, v
             "train_rms": {spec: art["rms"] for spec, art in arts.items()}}
 
 
-# orders, eps, corrected: per-step choices (``STEP_KEYS``); coef: the per-step coefficients of an LSD artefact
+# orders, eps, corrected: per-step choices (``STEPWISE``); coef: the per-step coefficients of an LSD artefact
 # (samplers.ode.lsd) or DC-Solver's cascade regression; rho, rho_searched, coef_last: DC-Solver's ratios and the
 # regression's last-step coefficients (ode.dc_solver)
 ARRAYS = ("t", "t_model", "coef", "orders", "eps", "corrected", "rho", "rho_searched", "coef_last")
