@@ -121,6 +121,33 @@ def _adaptive(schedule, grid, predicts, order=3, **options):
                                max_steps=max(1, grid.num_steps // order), **options)
 
 
+# Least budget on vp_discrete of the solvers that exceed 2x DDIM's error below it and have no order to lower (RMS vs
+# the exact PF-ODE at the calls spent, DDIM on its default grid; bench/ode_accuracy.py's three mixtures, 256 draws:
+# README "Small-budget robustness"): name -> (least nfe, or None for no budget at all, why)
+DISCRETE_MIN_NFE = {
+    "rk_euler": (None, "explicit Euler in t is 2.1-5.3x DDIM's error at 8 and 11-50 calls on the dim-8 benchmark mixture; "
+                       "DDIM is the first-order step exact in the schedule's noise levels: use 'ddim'"),
+    "rk_heun2": (8, "one to three steps in t across the whole DDPM range are 2.2x DDIM's error at 4-5 calls (2.9x "
+                    "at 4-7 with 64 draws) on the dim-8 benchmark mixture"),
+    "rk_midpoint": (8, "one to three steps in t across the whole DDPM range are 2.4x DDIM's error at 4-5 calls "
+                       "(3.1x at 4-7 with 64 draws) on the dim-8 benchmark mixture"),
+    "rk_rk4": (8, "one RK4 step across the whole DDPM range is 1.8x DDIM's error at 4-7 calls (2.2x with 64 draws) "
+                  "on the dim-8 benchmark mixture"),
+    "ipndm": (3, "at 2 calls its second-order step spans half the log-SNR range: 2.1x DDIM's error on the dim-32 "
+                 "benchmark mixture"),
+}
+
+
+def _check_discrete_budget(name: str, schedule: Schedule, nfe: int) -> None:
+    if not isinstance(schedule, VPDiscrete) or name not in DISCRETE_MIN_NFE:
+        return
+    least, why = DISCRETE_MIN_NFE[name]
+    if least is None:
+        raise ValueError(f"sampler name {name!r} is not offered on schedule {schedule.name!r}: {why}")
+    if nfe < least:
+        raise ValueError(f"nfe must be >= {least} for sampler {name!r} on schedule {schedule.name!r}, got {nfe}: {why}")
+
+
 def _fixed(builder, *args, **fixed):
     return lambda schedule, grid, predicts, **kw: builder(schedule, grid, *args, predicts, **fixed, **kw)
 
@@ -202,10 +229,12 @@ for _m in TABLEAUX:
 # measured: on logSNR, DPM-Solver-1/2/3 and ++(2S) are 2.6-5.0x linspace DDIM's error at 9-12 and 50 calls on
 # tests/test_fastode_robust.py's second mixture, Karras-spaced Heun 2.85x at 4-5 calls on the dim-8 benchmark
 # mixture; on linspace all of them stay within 1.84x at every NFE 1-12, 15, 20, ..., 50 on three mixtures: README
-# "Small-budget robustness"). DEIS rho-RK stays on logSNR (2.97x at 4-6 calls on linspace).
-DISCRETE_SPACING = {name: "linspace" for name in ("ddim", "dpm_solver_pp_2m", "dpm_solver_pp_3m", "unipc", "unipc_3",
-                                                  "deis", "unipc_bh1", "dpm_solver_pp_3m_taylor", "dpm_solver_1",
-                                                  "unip", "euler", "heun") + GRID_STAGES}
+# "Small-budget robustness"). DEIS rho-RK takes time-uniform points: on logSNR it was 2.16x DDIM's error at 18 calls
+# on the dim-8 benchmark mixture (256 draws), on uniform 1.58x at most over NFE 3-50 on the three mixtures (on
+# linspace 2.97x at 4-6 calls).
+DISCRETE_SPACING = {**{name: "linspace" for name in ("ddim", "dpm_solver_pp_2m", "dpm_solver_pp_3m", "unipc", "unipc_3",
+                                                     "deis", "unipc_bh1", "dpm_solver_pp_3m_taylor", "dpm_solver_1",
+                                                     "unip", "euler", "heun") + GRID_STAGES}, "deis_rk": "uniform"}
 
 
 def default_spacing(name: str, schedule: Schedule, end_points: bool = False) -> str:
@@ -234,6 +263,7 @@ def plan(name: str, schedule: Schedule, nfe: int, *, spacing: str | None = None,
         raise ValueError(f"sampler name must be one of {names(model_specific=True)}, got {name!r}")
     if not isinstance(nfe, int) or isinstance(nfe, bool) or nfe < 1:
         raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
+    _check_discrete_budget(name, schedule, nfe)
     entry = SAMPLERS[name]
     if entry.plan is not None:
         if final is not None:

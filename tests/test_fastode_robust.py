@@ -7,15 +7,17 @@ one call per grid point, stages on the grid).
 
 Each solver's RMS error (vs the exact PF-ODE, float64) is compared with DDIM's at the same number of model
 calls actually spent: on the benchmark's dim-8 mixture with DDIM on its default grid (what a user gets from
-both); on the second mixture with DDIM on the solver's own kind of spacing (linspace for those defaulting to
-it, else logSNR), because there first-order steps on logSNR / Karras / uniform grids are 2.2-5x linspace DDIM's
+both); on the second mixture with DDIM on the solver's own spacing (linspace, logSNR or uniform), because
+there, with 16 or 64 draws, first-order steps on logSNR / Karras / uniform grids measured 2.2-5x linspace DDIM's
 at 9-12 and 50 calls (a spacing effect, README "Small-budget robustness"). NFEs are sampled (3..6, 8, 12, 30)
-to keep the test cheap (4, 6, 12 for the last four). The rk_* solvers (first order in t: nothing to lower)
-are not checked: with 64 draws they break the rule at 4-15 calls on the benchmark mixture (README). CONTROLS:
-the uncapped solvers (H_MAX = inf, the old behaviour) fail the same check for DPM-Solver-3 and Heun at 4-6
-calls; UniPC-bh1 on its old logSNR default, Heun on its old Karras default, and DPM-Solver-3 on linspace with
-lambda stages (GRID_STAGES empty) fail it on the benchmark mixture. Worst ratios over every NFE 1..50 are in
-the README section."""
+to keep the test cheap (4, 6, 12 for the last four). Solvers with nothing to lower have a least budget on
+vp_discrete instead (``registry.DISCRETE_MIN_NFE``, a ValueError below it): the Runge-Kutta solvers in t
+(rk_heun2, rk_midpoint, rk_rk4: 8 calls; rk_euler: none, it is refused there) and iPNDM (3 calls); they are
+checked from their least budget on. CONTROLS: the uncapped solvers (H_MAX = inf, the old behaviour) fail the
+same check for DPM-Solver-3 and Heun at 4-6 calls; UniPC-bh1 on its old logSNR default, Heun on its old Karras
+default, DPM-Solver-3 on linspace with lambda stages (GRID_STAGES empty) and, without the least budgets,
+rk_midpoint at 4 calls and rk_euler at 20 fail it on the benchmark mixture. Worst ratios over every NFE 1..50
+are in the README section."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,13 +27,15 @@ from models.analytic import random_mixture
 from samplers import registry
 from samplers.accuracy import Reference, solver_error
 from samplers.grids import DISCRETE_SPACINGS
-from samplers.schedules import ddpm_betas, vp_discrete
+from samplers.schedules import ddpm_betas, vp_discrete, vp_linear
 
 SCH = vp_discrete(ddpm_betas())
 NFES = (3, 4, 5, 6, 8, 12, 30)
-# name -> sampled NFEs; for the last four: where they failed before (4-7 calls) and Heun's worst capped budget (12)
+# name -> sampled NFEs; for the capped last four: where they failed before (4-7 calls) and Heun's worst capped
+# budget (12); for the solvers with a least budget on vp_discrete: from it on
 CAPPED = {**{n: NFES for n in ("dpm_solver_2", "dpm_solver_3", "dpm_solver_fast", "dpm_solver_pp_2s")},
-          **{n: (4, 6, 12) for n in ("heun", "unipc_bh1", "dpm_solver_pp_3m_taylor", "deis_rk")}}
+          **{n: (4, 6, 12) for n in ("heun", "unipc_bh1", "dpm_solver_pp_3m_taylor", "deis_rk")},
+          **{n: (8, 12, 30) for n in ("rk_heun2", "rk_midpoint")}, "rk_rk4": (8, 12, 28), "ipndm": (3, 4, 12)}
 MIXTURES = (random_mixture(dim=8, num_components=4, seed=0), random_mixture(dim=8, num_components=6, seed=1))
 
 
@@ -50,7 +54,7 @@ def ratios():
             mf, ref = setups[m]
             r = solver_error(name, SCH, nfe, mf, ref, spacing=spacing, dtype=jnp.float64)
             own = spacing or registry.default_spacing(name, SCH)
-            versus = None if m == 0 or own in DISCRETE_SPACINGS else "logsnr"
+            versus = None if m == 0 or own in DISCRETE_SPACINGS else own
             if (m, r["nfe"], versus) not in ddim:
                 ddim[m, r["nfe"], versus] = solver_error("ddim", SCH, r["nfe"], mf, ref, spacing=versus,
                                                           dtype=jnp.float64)["rms"]
@@ -90,6 +94,30 @@ def test_control_old_defaults_fail(ratios, monkeypatch):
     assert ratios(0, "heun", 4, "karras")[0] > 2.0
     monkeypatch.setattr(registry, "GRID_STAGES", ())  # linspace with lambda stages: nfe / 3 grid points
     assert ratios(0, "dpm_solver_3", 6)[0] > 2.0
+
+
+def test_control_below_the_least_budget_fails(ratios, monkeypatch, x64):
+    """rk_euler's excess comes from a few of the draws that end in another component: with the fixture's 16 draws
+    it is 0.5-0.65x DDIM at 8-40 calls, with the sweep's 256 draws 2.1-5.3x (README), so 256 here."""
+    monkeypatch.setattr(registry, "DISCRETE_MIN_NFE", {})
+    assert ratios(0, "rk_midpoint", 4)[0] > 2.0
+    z = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (256, 8), jnp.float64))
+    mf, ref = MIXTURES[0].model_fn(SCH, "eps"), Reference(MIXTURES[0].denoise, z)
+    err = lambda name: solver_error(name, SCH, 20, mf, ref, dtype=jnp.float64)["rms"]
+    assert err("rk_euler") > 2.0 * err("ddim")
+
+
+def test_least_budgets_are_named_errors_on_vp_discrete_only():
+    for name, (least, _) in registry.DISCRETE_MIN_NFE.items():
+        if least is None:
+            with pytest.raises(ValueError, match=f"sampler name {name!r} is not offered on schedule 'vp_discrete'"):
+                registry.build(name, SCH, 50)
+            continue
+        with pytest.raises(ValueError, match=f"nfe must be >= {least} for sampler {name!r}"):
+            registry.build(name, SCH, least - 1)
+        assert registry.build(name, SCH, least).nfe <= least
+    for name in registry.DISCRETE_MIN_NFE:  # other schedules keep every budget the solver can spend
+        assert registry.build(name, vp_linear(), 4).nfe == 4
 
 
 def test_cap_orders_keeps_calls_and_end_points():
