@@ -122,8 +122,9 @@ def _adaptive(schedule, grid, predicts, order=3, **options):
 
 
 # Least budget on vp_discrete of the solvers that exceed 2x DDIM's error below it and have no order to lower (RMS vs
-# the exact PF-ODE at the calls spent, DDIM on its default grid; bench/ode_accuracy.py's three mixtures, 256 draws:
-# README "Small-budget robustness"): name -> (least nfe, or None for no budget at all, why)
+# the exact PF-ODE at the calls spent, DDIM on its default grid; mixtures dim 32 / 6 components / seed 0 (the bench
+# goal's), dim 8 / 4 / 0 (the bench default) and dim 8 / 6 / 1, 256 draws each: README "Small-budget robustness"):
+# name -> (least nfe, or None for no budget at all, why)
 DISCRETE_MIN_NFE = {
     "rk_euler": (None, "explicit Euler in t is 2.1-5.3x DDIM's error at 8 and 11-50 calls on the dim-8 benchmark mixture; "
                        "DDIM is the first-order step exact in the schedule's noise levels: use 'ddim'"),
