@@ -101,52 +101,55 @@ def _dpm_solver_fast_plan(schedule, nfe, spacing, t_start, t_end):
     return grid, {"orders": orders}
 
 
+def _adaptive(schedule, grid, predicts, order=3, **options):
+    """Only the grid's end points are used; the budget bounds the attempted steps."""
+    if grid.final_zero:
+        raise ValueError("dpm_solver_adaptive needs final=None: it ends at t_end, not at sigma = 0")
+    return dpm_solver_adaptive(schedule, predicts, order=order, t_start=float(grid.t[0]), t_end=float(grid.t[-1]),
+                               max_steps=max(1, grid.num_steps // order), **options)
+
+
 # Least budget of the registry's dpm_solver_adaptive: its calls are set by its tolerance, the budget only caps them,
 # and a capped run returns the state where it stopped (``state.done`` False). With the reference code's tolerances
 # it took 69-94 calls to reach the end on the benchmark mixtures (orders 2 and 3; RMS 9e-4 to 6e-3), and every cap
 # of 50 or fewer stopped it early (2.5-34x DDIM's error at the same calls).
 ADAPTIVE_MIN_NFE = 100
-
-
-def _adaptive(schedule, grid, predicts, order=3, **options):
-    """Only the grid's end points are used; the budget bounds the attempted steps."""
-    if grid.final_zero:
-        raise ValueError("dpm_solver_adaptive needs final=None: it ends at t_end, not at sigma = 0")
-    if grid.num_steps < ADAPTIVE_MIN_NFE:
-        raise ValueError(f"nfe must be >= {ADAPTIVE_MIN_NFE} for sampler 'dpm_solver_adaptive', got {grid.num_steps}: "
-                         f"its tolerance sets its calls (69-94 on the benchmark mixtures) and a smaller cap stops it "
-                         f"before the end; for a fixed budget use a fixed-step solver, or build "
-                         f"ode.dpm_solver_adaptive.dpm_solver_adaptive(...) with your own tolerances and max_steps")
-    return dpm_solver_adaptive(schedule, predicts, order=order, t_start=float(grid.t[0]), t_end=float(grid.t[-1]),
-                               max_steps=max(1, grid.num_steps // order), **options)
-
-
-# Least budget on vp_discrete of the solvers that exceed 2x DDIM's error below it and have no order to lower (RMS vs
-# the exact PF-ODE at the calls spent, DDIM on its default grid; mixtures dim 32 / 6 components / seed 0 (the bench
-# goal's), dim 8 / 4 / 0 (the bench default) and dim 8 / 6 / 1, 256 draws each: README "Small-budget robustness"):
-# name -> (least nfe, or None for no budget at all, why)
-DISCRETE_MIN_NFE = {
-    "rk_euler": (None, "explicit Euler in t is 2.1-5.3x DDIM's error at 8 and 11-50 calls on the dim-8 benchmark mixture; "
-                       "DDIM is the first-order step exact in the schedule's noise levels: use 'ddim'"),
-    "rk_heun2": (8, "one to three steps in t across the whole DDPM range are 2.2x DDIM's error at 4-5 calls (2.9x "
-                    "at 4-7 with 64 draws) on the dim-8 benchmark mixture"),
-    "rk_midpoint": (8, "one to three steps in t across the whole DDPM range are 2.4x DDIM's error at 4-5 calls "
-                       "(3.1x at 4-7 with 64 draws) on the dim-8 benchmark mixture"),
-    "rk_rk4": (8, "one RK4 step across the whole DDPM range is 1.8x DDIM's error at 4-7 calls (2.2x with 64 draws) "
-                  "on the dim-8 benchmark mixture"),
-    "ipndm": (3, "at 2 calls its second-order step spans half the log-SNR range: 2.1x DDIM's error on the dim-32 "
-                 "benchmark mixture"),
+# Least budgets: name -> (the schedule class it applies on, None for every schedule; least nfe, None for no budget
+# at all; why). On vp_discrete, for the solvers that exceed 2x DDIM's error below it and have no order to lower
+# (RMS vs the exact PF-ODE at the calls spent, DDIM on its default grid; mixtures dim 32 / 6 components / seed 0
+# (the bench goal's), dim 8 / 4 / 0 (the bench default) and dim 8 / 6 / 1, 256 draws each: README "Small-budget
+# robustness").
+MIN_NFE = {
+    "dpm_solver_adaptive": (None, ADAPTIVE_MIN_NFE,
+                            "its tolerance sets its calls (69-94 on the benchmark mixtures) and a smaller cap stops it "
+                            "before the end; for a fixed budget use a fixed-step solver, or build "
+                            "ode.dpm_solver_adaptive.dpm_solver_adaptive(...) with your own tolerances and max_steps"),
+    "rk_euler": (VPDiscrete, None,
+                 "explicit Euler in t is 2.1-5.3x DDIM's error at 8 and 11-50 calls on the dim-8 benchmark mixture; "
+                 "DDIM is the first-order step exact in the schedule's noise levels: use 'ddim'"),
+    "rk_heun2": (VPDiscrete, 8, "one to three steps in t across the whole DDPM range are 2.2x DDIM's error at 4-5 "
+                                "calls (2.9x at 4-7 with 64 draws) on the dim-8 benchmark mixture"),
+    "rk_midpoint": (VPDiscrete, 8, "one to three steps in t across the whole DDPM range are 2.4x DDIM's error at 4-5 "
+                                   "calls (3.1x at 4-7 with 64 draws) on the dim-8 benchmark mixture"),
+    "rk_rk4": (VPDiscrete, 8, "one RK4 step across the whole DDPM range is 1.8x DDIM's error at 4-7 calls (2.2x with "
+                              "64 draws) on the dim-8 benchmark mixture"),
+    "ipndm": (VPDiscrete, 3, "at 2 calls its second-order step spans half the log-SNR range: 2.1x DDIM's error on "
+                             "the dim-32 benchmark mixture"),
 }
 
 
-def _check_discrete_budget(name: str, schedule: Schedule, nfe: int) -> None:
-    if not isinstance(schedule, VPDiscrete) or name not in DISCRETE_MIN_NFE:
+def _check_budget(name: str, schedule: Schedule, nfe: int) -> None:
+    """The ValueError of ``MIN_NFE`` for ``name`` at ``nfe`` calls on ``schedule``, if any."""
+    if name not in MIN_NFE:
         return
-    least, why = DISCRETE_MIN_NFE[name]
+    kind, least, why = MIN_NFE[name]
+    if kind is not None and not isinstance(schedule, kind):
+        return
     if least is None:
         raise ValueError(f"sampler name {name!r} is not offered on schedule {schedule.name!r}: {why}")
     if nfe < least:
-        raise ValueError(f"nfe must be >= {least} for sampler {name!r} on schedule {schedule.name!r}, got {nfe}: {why}")
+        where = "" if kind is None else f" on schedule {schedule.name!r}"
+        raise ValueError(f"nfe must be >= {least} for sampler {name!r}{where}, got {nfe}: {why}")
 
 
 def _fixed(builder, *args, **fixed):
@@ -264,7 +267,7 @@ def plan(name: str, schedule: Schedule, nfe: int, *, spacing: str | None = None,
         raise ValueError(f"sampler name must be one of {names(model_specific=True)}, got {name!r}")
     if not isinstance(nfe, int) or isinstance(nfe, bool) or nfe < 1:
         raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
-    _check_discrete_budget(name, schedule, nfe)
+    _check_budget(name, schedule, nfe)
     entry = SAMPLERS[name]
     if entry.plan is not None:
         if final is not None:

@@ -11,7 +11,7 @@ both); on the second mixture with DDIM on the solver's own spacing (linspace, lo
 there, with 16 or 64 draws, first-order steps on logSNR / Karras / uniform grids measured 2.2-5x linspace DDIM's
 at 9-12 and 50 calls (a spacing effect, README "Small-budget robustness"). NFEs are sampled (3..6, 8, 12, 30)
 to keep the test cheap (4, 6, 12 for the last four). Solvers with nothing to lower have a least budget on
-vp_discrete instead (``registry.DISCRETE_MIN_NFE``, a ValueError below it): the Runge-Kutta solvers in t
+vp_discrete instead (``registry.MIN_NFE``, a ValueError below it): the Runge-Kutta solvers in t
 (rk_heun2, rk_midpoint, rk_rk4: 8 calls; rk_euler: none, it is refused there) and iPNDM (3 calls); they are
 checked from their least budget on. CONTROLS: the uncapped solvers (H_MAX = inf, the old behaviour) fail the
 same check for DPM-Solver-3 and Heun at 4-6 calls; UniPC-bh1 on its old logSNR default, Heun on its old Karras
@@ -27,9 +27,11 @@ from models.analytic import random_mixture
 from samplers import registry
 from samplers.accuracy import Reference, solver_error
 from samplers.grids import DISCRETE_SPACINGS
-from samplers.schedules import ddpm_betas, vp_discrete, vp_linear
+from samplers.schedules import VPDiscrete, ddpm_betas, vp_discrete, vp_linear
 
 SCH = vp_discrete(ddpm_betas())
+# the least budgets that apply on vp_discrete only: name -> least nfe (None: not offered there)
+DISCRETE_MIN = {name: least for name, (kind, least, _) in registry.MIN_NFE.items() if kind is VPDiscrete}
 NFES = (3, 4, 5, 6, 8, 12, 30)
 # name -> sampled NFEs; for the capped last four: where they failed before (4-7 calls) and Heun's worst capped
 # budget (12); for the solvers with a least budget on vp_discrete: from it on
@@ -99,7 +101,7 @@ def test_control_old_defaults_fail(ratios, monkeypatch):
 def test_control_below_the_least_budget_fails(ratios, monkeypatch, x64):
     """rk_euler's excess comes from a few of the draws that end in another component: with the fixture's 16 draws
     it is 0.5-0.65x DDIM at 8-40 calls, with the sweep's 256 draws 2.1-5.3x (README), so 256 here."""
-    monkeypatch.setattr(registry, "DISCRETE_MIN_NFE", {})
+    monkeypatch.setattr(registry, "MIN_NFE", {k: v for k, v in registry.MIN_NFE.items() if k not in DISCRETE_MIN})
     assert ratios(0, "rk_midpoint", 4)[0] > 2.0
     z = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (256, 8), jnp.float64))
     mf, ref = MIXTURES[0].model_fn(SCH, "eps"), Reference(MIXTURES[0].denoise, z)
@@ -108,7 +110,8 @@ def test_control_below_the_least_budget_fails(ratios, monkeypatch, x64):
 
 
 def test_least_budgets_are_named_errors_on_vp_discrete_only():
-    for name, (least, _) in registry.DISCRETE_MIN_NFE.items():
+    assert set(DISCRETE_MIN) == {"rk_euler", "rk_heun2", "rk_midpoint", "rk_rk4", "ipndm"}
+    for name, least in DISCRETE_MIN.items():
         if least is None:
             with pytest.raises(ValueError, match=f"sampler name {name!r} is not offered on schedule 'vp_discrete'"):
                 registry.build(name, SCH, 50)
@@ -116,7 +119,7 @@ def test_least_budgets_are_named_errors_on_vp_discrete_only():
         with pytest.raises(ValueError, match=f"nfe must be >= {least} for sampler {name!r}"):
             registry.build(name, SCH, least - 1)
         assert registry.build(name, SCH, least).nfe <= least
-    for name in registry.DISCRETE_MIN_NFE:  # other schedules keep every budget the solver can spend
+    for name in DISCRETE_MIN:  # other schedules keep every budget the solver can spend
         assert registry.build(name, vp_linear(), 4).nfe == 4
 
 
