@@ -107,8 +107,9 @@ def test_teleport_on_edm_beats_the_default_and_keeps_its_accuracy(x64):
         def ratio(name, nfe, t1=sigma_1, scale=None):
             """Teleported RMS / default RMS; with ``scale``, the map x1 = scale P x + c by hand (a wrong map)."""
             base = registry.build(name, edm, nfe, t_start=t1)
-            smp = teleport(base, edm, mean, cov, edm.t_max, t1)
-            if scale is not None:
+            if scale is None:
+                smp = teleport(base, edm, mean, cov, edm.t_max, t1)
+            else:
                 p, c = (jnp.asarray(v) for v in gaussian_flow_map(edm, mean, cov, edm.t_max, t1))
                 smp = base._replace(init=lambda x, key=None, model_fn=None: base.init(scale * x @ p.T + c, key,
                                                                                       model_fn))
