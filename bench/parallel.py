@@ -62,7 +62,7 @@ from samplers.ode.ddim import ddim  # noqa: E402
 from samplers.ode.dpm_solver import dpm_solver_pp  # noqa: E402
 from samplers.ode.rk import euler  # noqa: E402
 from samplers.parallel import parallel_sample, step_scale, time_parallel, window_mesh  # noqa: E402
-from samplers.parallel.picard import DEFAULT_TOL, start_state  # noqa: E402
+from samplers.parallel.picard import DEFAULT_TOL, sample_jacobians, start_state  # noqa: E402
 from samplers.sde.ancestral import ddpm, ddpm_noise  # noqa: E402
 from train.losses import Objective  # noqa: E402
 
@@ -233,12 +233,10 @@ def fixed_measure(steps: int, model_name: str, sampler_name: str, method: str, d
 def _sensitivity(smp, fn, x, key):
     """(N, B) sigma_max(d x_N / d x_j) along the sequential run, and x_N (x-only states)."""
     state0, keys = start_state(smp, fn, x, key)
-    eye = jnp.eye(x.shape[-1], dtype=x.dtype)
 
     def forward(xj, j):
         step = lambda z: smp.step(state0.replace(x=z, i=j.astype(state0.i.dtype)), keys[j], fn).x
-        column = lambda e: jax.jvp(step, (xj,), (jnp.broadcast_to(e, xj.shape),))[1]  # samples are independent
-        return step(xj), jnp.moveaxis(jax.lax.map(column, eye, batch_size=8), 0, -1)
+        return step(xj), sample_jacobians(step, xj)
 
     x_end, jac = jax.lax.scan(forward, x, jnp.arange(smp.num_steps))
 
@@ -246,6 +244,7 @@ def _sensitivity(smp, fn, x, key):
         prod = prod @ j_step
         return prod, jnp.linalg.svd(prod, compute_uv=False)[..., 0]
 
+    eye = jnp.eye(x.shape[-1], dtype=x.dtype)
     return jax.lax.scan(backward, jnp.broadcast_to(eye, jac.shape[1:]), jac, reverse=True)[1], x_end
 
 

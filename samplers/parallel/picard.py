@@ -303,6 +303,14 @@ def _newton_correction(jac, residual, cut=None):
     return jnp.moveaxis(out, 0, 1).reshape(residual.shape)
 
 
+def sample_jacobians(fn, z):
+    """(..., D, D): d fn(z)[..., b, :] / d z[..., b, :] for every sample b of z (..., D), for an ``fn`` that maps
+    each sample on its own: D JVPs, each along one basis vector broadcast to every sample, ``JVP_BATCH`` at once
+    (bounded memory)."""
+    column = lambda e: jax.jvp(fn, (z,), (jnp.broadcast_to(e, z.shape),))[1]
+    return jnp.moveaxis(jax.lax.map(column, jnp.eye(z.shape[-1], dtype=z.dtype), batch_size=JVP_BATCH), 0, -1)
+
+
 def _flat(states):
     """(p, B, D): each sample's float fields of ``p`` window points, x first, flattened to one vector (the
     state Newton solves for). A field is x-shaped or a stack of x-shaped arrays (a multistep history)."""
@@ -493,10 +501,7 @@ def parallel_sample(par: ParallelSampler, model_fn: ModelFn, x, key: PRNGKey | N
             step_z = lambda z: stepper(_unflat(z, inputs), keys[idx])  # one JVP per coordinate of S_j
             z = _flat(inputs)
             stepped, outputs = step_z(z)
-            basis = jnp.eye(z.shape[-1], dtype=z.dtype)
-            column = lambda e: _flat(jax.jvp(lambda z: step_z(z)[0], (z,), (jnp.broadcast_to(e, z.shape),))[1])
-            cols = jax.lax.map(column, basis, batch_size=JVP_BATCH)  # bounded memory: JVP_BATCH directions at once
-            tangent = jnp.moveaxis(cols, 0, -1)
+            tangent = sample_jacobians(lambda z: _flat(step_z(z)[0]), z)
         else:
             stepped, outputs = stepper(inputs, keys[idx])
         guesses, pairs = rebuild(states, inputs, stepped, outputs, keys[idx], memory, tangent)
