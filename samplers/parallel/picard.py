@@ -30,7 +30,7 @@ guesses by one of three rules (``update``):
   call: no extra round, about twice the work a round). Both are Rayleigh quotients
   ``<dx, df> / <dx, dx>`` clipped to [0, ``SLOPE_MAX``], 1 for a point new to the window. The
   slope changes the speed only, never the fixed point; it pays off where the step pulls ``x``
-  hard towards the model's mean (DDPM: 100 steps in 11-12 rounds with ``"tangent"``, 21-22 plain).
+  hard towards the model's mean (DDPM, 100 steps at tol 0.1: 11-12 rounds with ``"tangent"``, 21-22 plain).
   ``"jacobian"`` is the full per-sample Newton step (DEER: Lim et al. 2024): ``J_j`` the (d, d)
   Jacobian of ``x -> step(S_j(x)).x`` from d JVPs in the same round (no extra round; d + 1 times
   a round's model work, p B d^2 floats), the affine recurrence solved in residual form by an
