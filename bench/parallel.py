@@ -254,8 +254,9 @@ def _sensitivity(smp, fn, x, key):
     return jax.lax.scan(backward, jnp.broadcast_to(eye, jac.shape[1:]), jac, reverse=True)[1], x_end
 
 
-def amplification(steps: int, model_name: str, sampler_name: str, draws=(0,)) -> list:
-    """Per draw, (B,) per sample, max_j sigma_max(d x_N / d x_j) g_j / RMS(x_N) along the sequential run: how
+def amplification(steps: int, model_name: str, sampler_name: str, draws=(0,)) -> list | None:
+    """None for a sampler whose state carries more than x (2M's history: ``_sensitivity`` steps x alone); else,
+    per draw, (B,) per sample, max_j sigma_max(d x_N / d x_j) g_j / RMS(x_N) along the sequential run: how
     many times a state error of g_j at step j (tol = 1 in the per-step test) can move the final sample, relative
     to its scale: large for a trajectory that passes near the boundary between two components of the data.
     This sensitivity is what slows parallel Newton in Gonzalez et al. 2025 ("Predictability enables
@@ -263,6 +264,8 @@ def amplification(steps: int, model_name: str, sampler_name: str, draws=(0,)) ->
     the rounds here (the two slowest 32-d DDPM draws, not the rest)."""
     smp, scale = sampler(sampler_name, steps)
     fn, out = model(model_name), []
+    if set(_float_fields(start_state(smp, fn, *fixed_inputs(model_dim(model_name)))[0])) != {"x"}:
+        return None
     for draw in draws:
         sens, x_end = _sensitivity(smp, fn, *fixed_inputs(model_dim(model_name), draw))
         amp = np.asarray(sens) * np.asarray(scale)[:, None] / np.sqrt(np.mean(np.square(np.asarray(x_end))))
@@ -278,9 +281,8 @@ def draws_table(models: list, samplers: list, draws: int) -> str:
     for m in models:
         for s in samplers:
             rows = fixed_measure(100, m, s, "picard+jacobian", range(draws))
-            state0 = start_state(sampler(s, 100)[0], model(m), *fixed_inputs(model_dim(m)))[0]
-            x_only = set(_float_fields(state0)) == {"x"}  # the states _sensitivity handles (not 2M's history)
-            amp = [f"{a.max():.2g}" for a in amplification(100, m, s, range(draws))] if x_only else ["-"]
+            amps = amplification(100, m, s, range(draws))
+            amp = ["-"] if amps is None else [f"{a.max():.2g}" for a in amps]
             met = sum(r["rounds"] <= r["goal"] and r["worst"] <= GOAL for r in rows)
             table.append([m, s, ", ".join(str(r["rounds"]) for r in rows), f"{met} / {draws}",
                           max(r["worst"] for r in rows), ", ".join(amp)])
