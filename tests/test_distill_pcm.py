@@ -25,7 +25,7 @@ from train.optim import make_optimizer
 from tests.distill_utils import refused_before_work
 
 STEPS = 1000  # ~20 s on 2 shared CPU cores
-TOL = 0.1  # DEFAULT_TOL["sde"]: at DEFAULT_TOL["ode"] = 0.3 a one-sample PCM run ended 1.1e-3 off (plain: 9.4e-4)
+TOL = 0.1  # plain Picard's default (DEFAULT_TOL["one"]); at 0.3 a one-sample PCM run ended 1.1e-3 off (plain: 9.4e-4)
 ROUNDS_FRACTION = 0.96  # measured: 7.22 / 7.94 = 0.91 (seed 7), 7.30 / 7.89 = 0.93 (seed 300) mean rounds a sample
 EXACT = 1e-3  # every sample's error relative to the sequential run's RMS
 

@@ -167,7 +167,7 @@ def model_fn(config, network, params, name, nfe):
 
 def parallel_of(config, network, params, teacher, tol: float | None = None, **options):
     """(the time-parallel driver of the base sampler with the PCM switch of ``params``, the base model_fn):
-    window = N, ``tol`` (None: ``picard.DEFAULT_TOL["ode"]``), scale ``step_scale`` of the base grid,
+    window = N, ``tol`` (None: ``picard.default_tol`` of plain Picard), scale ``step_scale`` of the base grid,
     ``linear_switch`` over ``distill.kwargs.switch_rounds``; ``options`` go to ``time_parallel``."""
     trainer = build(config, network, teacher)
     base = trainer.base(teacher.params)
