@@ -12,7 +12,8 @@ written next to ``--plot``. Then, with ``--draws N`` (default 10; 0 skips it), e
 samplers at 100 steps with the Jacobian at the default tolerance over N draws of the start noise and key (draw k:
 PRNGKey 7 + 4k / 8 + 4k; draw 0 is the main table's) on the main table's models, each draw beside the largest
 amplification of its samples (``amplification``: how far a per-step error of one noise scale g_j can move the
-final sample).
+final sample). Then, with ``--alone N`` (default 3; 0 skips it), the main table's models, samplers and methods
+at 100 steps with each sample run alone (``alone_measure``: one-sample latency) over N draws.
 
 Second table, ``--oracle`` only (oracle: tolerance chosen by looking at the error). For DDIM, Euler, DPM-Solver++(2M) and DDPM at 100 and 1000 steps, on the exact 32-dimensional
 Gaussian mixture (``models.analytic.random_mixture``) and on an MLP (``models.mlp.MLP``, 3 x 256,
@@ -31,7 +32,7 @@ devices share the same cores, so this column measures the sharding's overhead, n
 A second table gives, per sampler, model and step count, the best steps/rounds over the methods
 against the goal (8x at 100 steps, 50x at 1000).
 
-Run: ``python bench/parallel.py [--quick] [--draws N] [--oracle]`` (``--oracle`` adds about 25
+Run: ``python bench/parallel.py [--quick] [--draws N] [--alone N] [--oracle]`` (``--oracle`` adds about 25
 minutes on 2 CPU cores); ``--steps``, ``--models``, ``--samplers`` and ``--methods`` pick rows of the
 main table (e.g. ``--steps 1000 --models mlp --methods picard+jacobian``).
 """
@@ -290,6 +291,43 @@ def draws_table(models: list, samplers: list, draws: int) -> str:
                            "worst sample", "largest amplification per draw"], table)
 
 
+def alone_measure(steps: int, model_name: str, sampler_name: str, method: str, draws=(0,)) -> dict:
+    """Each of the ``FIXED_BATCH`` samples of each start draw run alone (``jax.vmap`` of one-sample runs: the
+    latency case, where no slower sample holds the run open) at the default tolerance, against its own
+    one-sample sequential run (same key): the worst sample's error relative to the RMS of the draw's sequential
+    runs, the mean rounds a sample per draw and the most rounds any sample took."""
+    smp, scale = sampler(sampler_name, steps)
+    fn = model(model_name)
+    par = time_parallel(smp, steps, None, scale, **METHODS[method])
+    one_seq = lambda xi, key: sample(smp, fn, xi[None], key).x[0]
+    one_par = lambda xi, key: (lambda out, stats: (out.x[0], stats.rounds))(*parallel_sample(par, fn, xi[None], key))
+    seq, par_one = (jax.jit(jax.vmap(f, in_axes=(0, None))) for f in (one_seq, one_par))
+    worst, means, most = 0.0, [], 0
+    for draw in draws:
+        x, key = fixed_inputs(model_dim(model_name), draw)
+        ref = np.asarray(seq(x, key))
+        out, rounds = par_one(x, key)
+        err = np.sqrt(np.mean((np.asarray(out) - ref) ** 2, axis=1) / np.mean(ref ** 2))
+        worst, most = max(worst, float(err.max())), max(most, int(np.max(rounds)))
+        means.append(float(np.mean(rounds)))
+    jax.clear_caches()
+    return dict(model=model_name, sampler=sampler_name, method=method, tol=par.tol, worst=worst, means=means,
+                most=most)
+
+
+def alone_table(models: list, samplers: list, methods: list, draws: int) -> str:
+    """``alone_measure`` at 100 steps for every model, sampler and method over ``draws`` start draws."""
+    table = []
+    for m in models:
+        for s in samplers:
+            for meth in methods:
+                r = alone_measure(100, m, s, meth, range(draws))
+                table.append([m, s, meth, r["tol"], r["worst"], ", ".join(f"{v:.2f}" for v in r["means"]), r["most"]])
+                print(f"alone {m} {s} {meth} worst {r['worst']:.1e} most {r['most']}", file=sys.stderr, flush=True)
+    return markdown_table(["model", "sampler", "method", "tol (default)", "worst sample", "mean rounds a sample, "
+                           "per draw", "most rounds"], table)
+
+
 def fixed_table(rows: list) -> str:
     table = [[r["steps"], r["model"], r["sampler"], r["method"], r["tol"], r["rounds"], r["steps"] / r["rounds"],
               r["rms"], r["worst"], r["goal"], "yes" if r["worst"] <= GOAL and r["rounds"] <= r["goal"] else "no"]
@@ -359,6 +397,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--draws", type=int, default=10, help="start draws of the draws table (the --samplers, "
                     "Jacobian, 100 steps; 0: skip)")
+    ap.add_argument("--alone", type=int, default=3, help="start draws of the one-sample table (each sample run "
+                    "alone; the main table's models, samplers and methods, 100 steps; 0: skip)")
     ap.add_argument("--sharded", nargs=2, metavar=("ROWS", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.sharded:
@@ -399,6 +439,11 @@ def main():
         print("Amplification: per sample, max_j sigma_max(d x_N / d x_j) g_j / RMS(x_N) along the sequential run "
               f"(`amplification`); the last column gives each draw's largest over its {FIXED_BATCH} samples.\n")
         print(draws_table(models, samplers, args.draws) + "\n")
+    if args.alone:
+        print(f"## 100 steps, each sample run alone (the latency case), default tol, over {args.alone} draws\n")
+        print(f"`jax.vmap` of one-sample runs: each of the {FIXED_BATCH} samples of a draw stops when its own test "
+              "passes; errors against its one-sample sequential run, relative to the draw's RMS.\n")
+        print(alone_table(models, samplers, methods, args.alone) + "\n")
     if not args.oracle:
         return
 

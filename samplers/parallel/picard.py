@@ -86,12 +86,12 @@ DPM-Solver++(2M), DDPM, 100 steps, window = steps), in batches of 64 and with ea
 latency case, where no slower sample holds the run open): the values were chosen on one draw and
 checked on others (README). At plain Picard's former ODE default 0.3, samples run alone ended up to
 1.2e-3 off. With a window much shorter than the trajectory the confirmation sees the window's end,
-not the final sample, and bounds nothing (measured before the re-test): at 1000 steps, window 400,
-DDIM at tol 0.3 left a sample of a 32-d mixture on
-another branch (worst 1.2); on an 8-d mixture worst 1.7e-2 at tol 0.3, 5.2e-3 at 0.03, 1.1e-3 at
-0.01 (the per-step rule alone: 0.87, 1.6e-2, 8.8e-3), and at 0.003 the confirmation waits on the
+not the final sample, and bounds nothing: at 1000 steps, window 400, 8 samples of a 32-d mixture,
+DDIM ended a sample 8.3e-3 off at tol 0.3 (1.2, on another branch, before the re-test) and 1.2e-3 at
+0.1; before the re-test, on an 8-d mixture, worst 1.7e-2 at tol 0.3, 5.2e-3 at 0.03, 1.1e-3 at 0.01
+(the per-step rule alone: 0.87, 1.6e-2, 8.8e-3), and at 0.003 the confirmation waited on the
 end's float32 round-off (224 rounds). There, pass a window close to ``num_steps`` (window 1000:
-the same DDIM run on the 32-d mixture took 15 rounds, worst sample 4.0e-5) or a small tol.
+the same DDIM run on the 32-d mixture took 9 rounds, worst sample 2.5e-5) or a small tol.
 The frontier passes the converged prefix plus one each round, and the exact prefix grows by one
 each round, so rounds <= ``num_steps``; the run ends when the frontier reaches the last step. The
 window slides to the frontier but never past the last ``p`` steps: where ParaDiGMS lets the window
