@@ -255,7 +255,7 @@ def test_a_point_that_passed_is_tested_again_while_in_the_window(monkeypatch):
     100, tol 0.3: in round 5 every point up to step 76 passed while the sample was on another branch, and
     the frontier jumped there. Re-tested, the run ends within 1e-3 of the sequential run (measured 1.2e-4,
     22 rounds). CONTROL: the rule before, where a point that passed once counted as converged for good,
-    ends 1.28 of the data scale off (14 rounds)."""
+    ends 1.28 of its RMS off (14 rounds)."""
     grid = time_grid(SCH, 100, "karras")
     smp = euler(SCH, grid)
     model = random_mixture(dim=64, num_components=8, seed=23).model_fn(SCH, "eps")
