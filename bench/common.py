@@ -3,6 +3,8 @@
 * ``machine`` / ``machine_lines``: what the numbers were measured on.
 * ``time_call``: wall time of a call (warm-up, ``block_until_ready``, median of repeats);
   ``time_paired``: several calls timed in alternation.
+* ``sample_errors``: each sample's RMS error relative to the reference batch's RMS (the time-parallel
+  benchmarks' worst-sample measure).
 * ``diffusers_methods``, ``diffusers_loop``: diffusers' schedulers as the peers, and their own
   sampling loop around any torch model.
 * Re-exported from the library for the scripts: ``Reference``, ``endpoints``, ``rms``,
@@ -21,6 +23,7 @@ from importlib import metadata
 from typing import Callable, Sequence
 
 import jax
+import numpy as np
 
 from samplers.accuracy import Reference, endpoints, rms, solver_error  # noqa: F401 (re-exported)
 from train.report import Progress, fmt, markdown_table, plot_error_vs_nfe  # noqa: F401 (re-exported)
@@ -69,6 +72,15 @@ def machine() -> dict:
 def machine_lines() -> str:
     """``machine()`` as one markdown bullet line per item."""
     return "\n".join(f"- {k}: {v}" for k, v in machine().items())
+
+
+# -- errors -----------------------------------------------------------------------
+
+
+def sample_errors(out, ref) -> np.ndarray:
+    """(B,) each sample's RMS error of ``out`` against ``ref`` (B, d), relative to the RMS of all of ``ref``."""
+    out, ref = np.asarray(out), np.asarray(ref)
+    return np.sqrt(np.mean((out - ref) ** 2, axis=1) / np.mean(ref ** 2))
 
 
 # -- timing -----------------------------------------------------------------------

@@ -52,7 +52,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common import machine_lines, markdown_table, time_call, time_paired  # noqa: E402
+from bench.common import machine_lines, markdown_table, sample_errors, time_call, time_paired  # noqa: E402
 from train import distill, jobs  # noqa: E402
 from train.config import build_network, build_objective, validate  # noqa: E402
 from train.loop import as_method, bind_step, has_leaves, keys, read_metrics  # noqa: E402
@@ -426,7 +426,6 @@ def pcm_part(root: str, seeds: int, steps: int | None = None) -> str:
     dim, n = network.event_shape[0], par.sampler.num_steps
     draws = [jax.random.normal(jax.random.PRNGKey(300 + s), (PCM_SAMPLES, dim)) for s in range(seeds)]
     refs = [seq(par.sampler, base, x).x for x in draws]
-    rel = lambda out, ref: np.asarray(jnp.sqrt(jnp.mean((out - ref) ** 2, axis=1) / jnp.mean(ref**2)))
     seq_wall = time_call(seq, par.sampler, base, draws[0], repeats=TIMING_REPEATS)
     headers = ["method", "tol", "batch: rounds mean (max)", "batch: worst / RMS rel err", "alone: mean rounds",
                "alone: max rounds", "alone: worst / RMS rel err", "plain's mean rounds / mean rounds (alone)",
@@ -437,12 +436,12 @@ def pcm_part(root: str, seeds: int, steps: int | None = None) -> str:
     for tol in PCM_TOLS:
         for label, p in methods.items():
             outs = [batch_run(p, base, x, None, tol) for x in draws]
-            err_b = np.concatenate([rel(o.x, r) for (o, _), r in zip(outs, refs)])
+            err_b = np.concatenate([sample_errors(o.x, r) for (o, _), r in zip(outs, refs)])
             rounds_b = [int(st.rounds) for _, st in outs]
             one = lambda xi, t, p=p: (lambda o: (o[0].x[0], o[1].rounds))(parallel_sample(p, base, xi[None], None, t))
             alone = jax.jit(jax.vmap(one, in_axes=(0, None)))
             res = [alone(x, tol) for x in draws]
-            err_a = np.concatenate([rel(o, r) for (o, _), r in zip(res, refs)])
+            err_a = np.concatenate([sample_errors(o, r) for (o, _), r in zip(res, refs)])
             rounds_a = np.concatenate([np.asarray(rd) for _, rd in res])
             if label == "plain Picard":
                 plain_alone[tol] = rounds_a.mean()

@@ -72,8 +72,8 @@ A point that passed is tested again in every round while it stays in the window 
 the points computed from the window's exact start in as many rounds are exempt, so the frontier moves
 back when a point that passed changes again. Without the re-test a point that passed once counted as
 converged for good: one sample of a 64-d mixture run alone, 100 Euler steps, plain Picard at tol 0.3,
-passed every point up to step 76 while on another branch, and the run ended 1.28 of the data scale
-off (re-tested: 1.2e-4, 22 rounds instead of 14). The relation assumes the end's movement is the error
+passed every point up to step 76 while on another branch, and the run ended 1.28 of its RMS off
+(re-tested: 1.2e-4, 22 rounds instead of 14). The relation assumes the end's movement is the error
 left, true for plain Picard (slope 1 over-states the propagation of a change through DDPM's contracting
 steps) and for Newton (quadratic: the error left is far below the last movement), not for the
 ``"secant"`` / ``"tangent"`` slopes: a Rayleigh quotient along the last change under-states the
