@@ -4,7 +4,7 @@
 * ``time_call``: wall time of a call (warm-up, ``block_until_ready``, median of repeats);
   ``time_paired``: several calls timed in alternation.
 * ``sample_errors``: each sample's RMS error relative to the reference batch's RMS (the time-parallel
-  benchmarks' worst-sample measure).
+  benchmarks' worst-sample measure); ``alone_runs``: each sample of a batch run time-parallel on its own.
 * ``diffusers_methods``, ``diffusers_loop``: diffusers' schedulers as the peers, and their own
   sampling loop around any torch model.
 * Re-exported from the library for the scripts: ``Reference``, ``endpoints``, ``rms``,
@@ -81,6 +81,19 @@ def sample_errors(out, ref) -> np.ndarray:
     """(B,) each sample's RMS error of ``out`` against ``ref`` (B, d), relative to the RMS of all of ``ref``."""
     out, ref = np.asarray(out), np.asarray(ref)
     return np.sqrt(np.mean((out - ref) ** 2, axis=1) / np.mean(ref ** 2))
+
+
+def alone_runs(par, model_fn) -> Callable:
+    """``jax.jit`` of ``jax.vmap`` over samples of one-sample ``parallel_sample`` runs of ``par`` (the latency
+    case: each sample stops when its own test passes): ``(x (B, d), key, tol) -> (final x (B, d), rounds (B,))``,
+    ``key`` and ``tol`` (None: ``par.tol``) shared by every sample."""
+    from samplers.parallel import parallel_sample
+
+    def one(xi, key, tol):
+        out, stats = parallel_sample(par, model_fn, xi[None], key, tol)
+        return out.x[0], stats.rounds
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
 
 
 # -- timing -----------------------------------------------------------------------

@@ -52,7 +52,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common import machine_lines, markdown_table, sample_errors, time_call, time_paired  # noqa: E402
+from bench.common import (alone_runs, machine_lines, markdown_table, sample_errors, time_call,  # noqa: E402
+                          time_paired)
 from train import distill, jobs  # noqa: E402
 from train.config import build_network, build_objective, validate  # noqa: E402
 from train.loop import as_method, bind_step, has_leaves, keys, read_metrics  # noqa: E402
@@ -438,9 +439,8 @@ def pcm_part(root: str, seeds: int, steps: int | None = None) -> str:
             outs = [batch_run(p, base, x, None, tol) for x in draws]
             err_b = np.concatenate([sample_errors(o.x, r) for (o, _), r in zip(outs, refs)])
             rounds_b = [int(st.rounds) for _, st in outs]
-            one = lambda xi, t, p=p: (lambda o: (o[0].x[0], o[1].rounds))(parallel_sample(p, base, xi[None], None, t))
-            alone = jax.jit(jax.vmap(one, in_axes=(0, None)))
-            res = [alone(x, tol) for x in draws]
+            alone = alone_runs(p, base)
+            res = [alone(x, None, tol) for x in draws]
             err_a = np.concatenate([sample_errors(o, r) for (o, _), r in zip(res, refs)])
             rounds_a = np.concatenate([np.asarray(rd) for _, rd in res])
             if label == "plain Picard":

@@ -53,7 +53,7 @@ import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine_lines, markdown_table, sample_errors, time_call  # noqa: E402
+from bench.common import alone_runs, machine_lines, markdown_table, sample_errors, time_call  # noqa: E402
 from models.analytic import random_mixture  # noqa: E402
 from models.mlp import MLP, init_mlp, mlp_model_fn  # noqa: E402
 from samplers import schedules  # noqa: E402
@@ -298,14 +298,13 @@ def alone_measure(steps: int, model_name: str, sampler_name: str, method: str, d
     smp, scale = sampler(sampler_name, steps)
     fn = model(model_name)
     par = time_parallel(smp, steps, None, scale, **METHODS[method])
-    one_seq = lambda xi, key: sample(smp, fn, xi[None], key).x[0]
-    one_par = lambda xi, key: (lambda out, stats: (out.x[0], stats.rounds))(*parallel_sample(par, fn, xi[None], key))
-    seq, par_one = (jax.jit(jax.vmap(f, in_axes=(0, None))) for f in (one_seq, one_par))
+    seq = jax.jit(jax.vmap(lambda xi, key: sample(smp, fn, xi[None], key).x[0], in_axes=(0, None)))
+    par_one = alone_runs(par, fn)
     worst, means, most = 0.0, [], 0
     for draw in draws:
         x, key = fixed_inputs(model_dim(model_name), draw)
         ref = np.asarray(seq(x, key))
-        out, rounds = par_one(x, key)
+        out, rounds = par_one(x, key, None)
         err = sample_errors(out, ref)
         worst, most = max(worst, float(err.max())), max(most, int(np.max(rounds)))
         means.append(float(np.mean(rounds)))
