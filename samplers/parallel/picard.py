@@ -541,7 +541,7 @@ def parallel_sample(par: ParallelSampler, model_fn: ModelFn, x, key: PRNGKey | N
         change = _change(new, states)
         g2_j = g2[idx]
         calls = calls + jnp.sum(stepped.nfe - inputs.nfe, dtype=jnp.int32)
-        residual = jnp.max(jnp.sqrt(change / g2_j)).astype(jnp.float32).astype(jnp.float32)
+        residual = jnp.max(jnp.sqrt(change / g2_j)).astype(jnp.float32)
         # end-to-end confirmation: points pass only in a round that moves the window's last point (the final
         # sample once the window reaches the end) by at most tol relative to its RMS
         end_ok = True
